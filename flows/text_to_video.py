@@ -1,0 +1,89 @@
+"""Text-to-video pipeline: one prompt in, one verified MP4 in your storage.
+
+Run it against the local emulator (no key, no network):
+
+    python flows/text_to_video.py --emulator
+
+or against CometAPI (key from COMETAPI_KEY or a saved block):
+
+    COMETAPI_KEY=sk-... python flows/text_to_video.py "A paper boat on a pond" --destination s3://bucket/clips
+
+As a deployment, `text_to_video` is the entrypoint (see deployments/prefect.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Literal
+
+from prefect import flow
+
+from prefect_comet import CometAPICredentials, OmniVideoRequest, StoredVideo, generate_video
+from prefect_comet.console import run_pipeline
+
+DEFAULT_PROMPT = "Ocean waves rolling onto a sandy beach at golden hour"
+
+
+@flow(name="text-to-video")
+async def text_to_video(
+    prompt: str = DEFAULT_PROMPT,
+    seconds: Literal["4", "8", "12"] = "4",
+    aspect_ratio: Literal["16:9", "9:16", "1:1"] = "16:9",
+    resolution: Literal["720p", "1080p"] = "720p",
+    destination: str = "./videos",
+    credentials_block: str | None = None,
+    poll_interval_seconds: float = 2.0,
+) -> StoredVideo:
+    """Generate one Omni video from a prompt and store it under `destination`.
+
+    Args:
+        prompt: What the video shows.
+        seconds: Clip length.
+        aspect_ratio: Frame shape requested.
+        resolution: Resolution requested.
+        destination: Any fsspec URL or local folder.
+        credentials_block: Name of a saved CometAPI Credentials block; COMETAPI_KEY when empty.
+        poll_interval_seconds: First poll interval in seconds.
+    """
+    credentials = await CometAPICredentials.aload(credentials_block) if credentials_block else None
+    request = OmniVideoRequest(
+        prompt=prompt, seconds=seconds, aspect_ratio=aspect_ratio, resolution=resolution
+    )
+    return await generate_video(
+        request,
+        destination=destination,
+        credentials=credentials,
+        poll_interval_seconds=poll_interval_seconds,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Generate a video from a prompt.")
+    parser.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT)
+    parser.add_argument("--seconds", default="4", choices=["4", "8", "12"])
+    parser.add_argument("--aspect-ratio", default="16:9", choices=["16:9", "9:16", "1:1"])
+    parser.add_argument("--resolution", default="720p", choices=["720p", "1080p"])
+    parser.add_argument("--destination", default="./videos")
+    parser.add_argument("--block", help="name of a saved CometAPI Credentials block")
+    parser.add_argument("--emulator", action="store_true", help="run against a local emulator")
+    parser.add_argument("--latency", type=float, default=3.0, help="emulated generation seconds")
+    args = parser.parse_args(argv)
+    run_pipeline(
+        lambda poll_interval: text_to_video(
+            prompt=args.prompt,
+            seconds=args.seconds,
+            aspect_ratio=args.aspect_ratio,
+            resolution=args.resolution,
+            destination=args.destination,
+            credentials_block=args.block,
+            poll_interval_seconds=poll_interval,
+        ),
+        emulator=args.emulator,
+        latency=args.latency,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Run a pipeline from a terminal: an optional local emulator, a progress bar, a report."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import ExitStack
+from typing import Awaitable, Callable
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from prefect_comet import StoredVideo, VideoJob, watch_progress
+
+
+def run_pipeline(
+    start: Callable[[float], Awaitable[StoredVideo]], *, emulator: bool, latency: float = 3.0
+) -> StoredVideo:
+    """Run `start(poll_interval_seconds)` with a progress bar, against an emulator if asked.
+
+    With `emulator=True` a local CometAPI emulator serves the run; COMETAPI_BASE_URL and
+    COMETAPI_KEY point at it for the run's duration.
+    """
+    with ExitStack() as stack:
+        poll_interval = 2.0
+        if emulator:
+            from prefect_comet.emulator import CometEmulator
+
+            emu = stack.enter_context(CometEmulator(latency=latency))
+            os.environ["COMETAPI_BASE_URL"] = emu.base_url
+            os.environ["COMETAPI_KEY"] = "sk-emulator"
+            poll_interval = 0.25
+            print(f"CometAPI emulator at {emu.base_url}")
+        progress = stack.enter_context(
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeElapsedColumn(),
+            )
+        )
+        bar = progress.add_task("generating", total=100)
+
+        def show(job: VideoJob) -> None:
+            progress.update(bar, completed=job.progress or 0, description=f"{job.task_id} {job.raw_status}")
+
+        stack.enter_context(watch_progress(show))
+        stored = asyncio.run(start(poll_interval))
+        progress.update(bar, completed=100)
+    report(stored)
+    return stored
+
+
+def report(stored: StoredVideo) -> None:
+    """Print where each stored file went and what it is."""
+    for video in [stored, *stored.extras]:
+        label = "watermarked copy" if video.watermarked else "video"
+        print(f"Stored {label}: {video.uri}")
+        print(f"  frame {video.width}x{video.height}, {video.duration_seconds} s, {video.size_bytes} bytes")
+        print(f"  sha256 {video.sha256}")
+    print(f"Sidecar: {stored.metadata_uri}")

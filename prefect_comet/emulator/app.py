@@ -1,0 +1,122 @@
+"""Request dispatch: route matching, recording, faults, auth."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from . import routes_kling, routes_omni
+from .faults import bend_after, respond_before
+from .files import serve_file
+from .models import RecordedRequest
+from .responses import gateway_error, unauthorized
+from .server import Request, Response
+from .state import EmulatorState
+
+RouteHandler = Callable[..., Response]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route: its name (for faults and records), path pattern, methods and handler."""
+
+    name: str
+    pattern: re.Pattern[str]
+    methods: frozenset[str]
+    handler: RouteHandler
+    needs_key: bool = True
+
+
+def _files(state: EmulatorState, request: Request, fault: str | None, task_id: str, name: str) -> Response:
+    """`GET /files/{task_id}/{name}.mp4?expires=..&signature=..`: signed result files."""
+    problem = state.signer.problem(request.path, request.query)
+    if problem is not None:
+        return gateway_error(403, f"Access denied: {problem}", type="access_denied", code="signature_invalid")
+    found = state.result_file(task_id, name)
+    if found is None:
+        return gateway_error(404, "file not found", type="invalid_request_error", code="not_found")
+    return serve_file(request, found.path, found.size, found.sha256)
+
+
+_ID = r"(?P<task_id>[^/]+)"
+ROUTES = [
+    Route("omni.create", re.compile(r"/v1/videos/?"), frozenset({"POST"}), routes_omni.create),
+    Route("omni.retrieve", re.compile(rf"/v1/videos/{_ID}"), frozenset({"GET"}), routes_omni.retrieve),
+    Route(
+        "omni.content",
+        re.compile(rf"/v1/videos/{_ID}/content"),
+        frozenset({"GET", "HEAD"}),
+        routes_omni.content,
+    ),
+    Route(
+        "kling.create", re.compile(r"/kling/v1/videos/omni-video/?"), frozenset({"POST"}), routes_kling.create
+    ),
+    Route(
+        "kling.query",
+        re.compile(r"/kling/v1/videos/omni-video/?"),
+        frozenset({"GET"}),
+        routes_kling.query_external,
+    ),
+    Route(
+        "kling.query",
+        re.compile(rf"/kling/v1/videos/omni-video/{_ID}"),
+        frozenset({"GET"}),
+        routes_kling.query,
+    ),
+    Route(
+        "files",
+        re.compile(rf"/files/{_ID}/(?P<name>[^/]+)\.mp4"),
+        frozenset({"GET", "HEAD"}),
+        _files,
+        needs_key=False,
+    ),
+]
+
+
+def _match(request: Request) -> tuple[Route | None, dict[str, str], bool]:
+    """(route, path params, whether the path exists under another method)."""
+    path_known = False
+    for route in ROUTES:
+        found = route.pattern.fullmatch(request.path)
+        if found is None:
+            continue
+        if request.method in route.methods:
+            return route, found.groupdict(), True
+        path_known = True
+    return None, {}, path_known
+
+
+def _record(state: EmulatorState, request: Request, route: Route | None, fault: str | None) -> None:
+    headers = {k: ("REDACTED" if k == "authorization" else v) for k, v in request.headers.items()}
+    name = route.name if route else None
+    state.requests.append(
+        RecordedRequest(request.method, request.path, name, headers, request.query_string, fault, time.time())
+    )
+
+
+def make_handler(state: EmulatorState) -> Callable[[Request], Awaitable[Response]]:
+    """The server's request handler bound to `state`."""
+
+    async def handle(request: Request) -> Response:
+        route, params, path_known = _match(request)
+        fault = state.faults.draw(route.name if route else None)
+        _record(state, request, route, fault.kind if fault else None)
+        if route is None:
+            if path_known:
+                return gateway_error(
+                    405, f"method {request.method} not allowed", type="invalid_request_error"
+                )
+            return gateway_error(
+                404, f"no route for {request.path}", type="invalid_request_error", code="not_found"
+            )
+        if fault is not None and (early := respond_before(fault, route.name)) is not None:
+            return early
+        if route.needs_key and not state.authorized(request.headers.get("authorization")):
+            response = unauthorized()
+        else:
+            response = route.handler(state, request, fault.kind if fault else None, **params)
+        return bend_after(fault, response) if fault is not None else response
+
+    return handle

@@ -1,0 +1,198 @@
+"""`CometEmulator`: the public face; runs the server on its own event loop in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+from .app import make_handler
+from .faults import FaultPlan
+from .models import EmulatedJob, EmulatedVideo, RecordedRequest
+from .server import HttpServer
+from .state import EmulatorState, Settings
+
+
+class CometEmulator:
+    """A local CometAPI (Omni `/v1/videos` + Kling Omni) on loopback.
+
+    Usable from sync and async code: the server runs on a private event loop in a
+    background thread. `with CometEmulator() as emu:` (or `async with`) starts and stops it.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        latency: float = 1.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        kling_parallel_limit: int | None = None,
+        kling_wrapped: bool = False,
+        content_redirect: bool = False,
+        fps: int = 12,
+        pad_to_bytes: int | None = None,
+        url_ttl: float = 3600.0,
+    ) -> None:
+        self.settings = Settings(
+            api_key,
+            latency,
+            kling_parallel_limit,
+            kling_wrapped,
+            content_redirect,
+            fps,
+            pad_to_bytes,
+            url_ttl,
+        )
+        self.host, self.port = host, port
+        self._faults = FaultPlan()
+        self._state: EmulatorState | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> CometEmulator:
+        """Start serving (returns once the port is bound)."""
+        if self._thread is not None:
+            raise RuntimeError("emulator already running")
+        state = EmulatorState(self.settings, tempfile.mkdtemp(prefix="comet-emulator-"), self._faults)
+        loop = asyncio.new_event_loop()
+        server = HttpServer(make_handler(state))
+        bound = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                self.port = loop.run_until_complete(server.start(self.host, self.port))
+            except BaseException as exc:  # e.g. port in use: re-raised by start()
+                failure.append(exc)
+                bound.set()
+                loop.close()
+                return
+            state.base_url = f"http://{_url_host(self.host)}:{self.port}"
+            bound.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(server.close())
+                state.close()
+                loop.run_until_complete(asyncio.sleep(0))  # let finished renders settle
+                loop.close()
+
+        thread = threading.Thread(target=run, name=f"comet-emulator-{id(self):x}", daemon=True)
+        thread.start()
+        bound.wait()
+        if failure:
+            thread.join()
+            shutil.rmtree(state.workdir, ignore_errors=True)
+            raise failure[0]
+        self._state, self._loop, self._thread = state, loop, thread
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and delete this emulator's result files (jobs and records stay readable)."""
+        if self._thread is None or self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._thread = self._loop = None
+        if self._state is not None:
+            shutil.rmtree(self._state.workdir, ignore_errors=True)
+
+    def __enter__(self) -> CometEmulator:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> CometEmulator:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+    # -- inspection --------------------------------------------------------
+    @property
+    def _live(self) -> EmulatorState:
+        if self._state is None:
+            raise RuntimeError("emulator not started: use `with CometEmulator() as emu:` or emu.start()")
+        return self._state
+
+    @property
+    def base_url(self) -> str:
+        """`http://127.0.0.1:PORT`."""
+        return self._live.base_url
+
+    @property
+    def jobs(self) -> dict[str, EmulatedJob]:
+        """task_id -> job, for both providers."""
+        return self._live.jobs
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received, in order."""
+        return self._live.requests
+
+    def created_per_key(self) -> dict[str, int]:
+        """Jobs created per idempotency key (Omni `Idempotency-Key` header, Kling `external_task_id`)."""
+        return self._live.created_per_key()
+
+    def _video(self, task_id: str, video_id: str | None) -> tuple[EmulatedJob, EmulatedVideo]:
+        job = self.jobs.get(task_id)
+        if job is None:
+            raise KeyError(f"no job {task_id!r}")
+        if not job.videos:
+            raise LookupError(f"job {task_id!r} has no rendered result (not completed, or failed)")
+        for video in job.videos:
+            if video_id is None or video.video_id == video_id:
+                return job, video
+        raise KeyError(f"job {task_id!r} has no video {video_id!r}")
+
+    def sha256(self, task_id: str, video_id: str | None = None, watermarked: bool = False) -> str:
+        """sha256 hex of the bytes served for a result (first video unless `video_id`)."""
+        _, video = self._video(task_id, video_id)
+        if not watermarked:
+            return video.sha256
+        if video.watermark_sha256 is None:
+            raise LookupError(f"job {task_id!r} has no watermarked copy")
+        return video.watermark_sha256
+
+    def signed_url(
+        self, task_id: str, video_id: str | None = None, watermarked: bool = False, ttl: float | None = None
+    ) -> str:
+        """A fresh signed URL for a result file (`ttl` < 0 gives an already expired one)."""
+        job, video = self._video(task_id, video_id)
+        return self._live.file_url(job, video, watermarked, ttl)
+
+    # -- faults ------------------------------------------------------------
+    def add_fault(self, route: str, kind: str, times: int = 1, **opts: Any) -> None:
+        """Script `kind` for the next `times` requests to `route` (consumed in order)."""
+        self._faults.add(route, kind, times, **opts)
+
+    def set_fault_rate(
+        self,
+        rate: float,
+        *,
+        routes: Iterable[str] | None = None,
+        kinds: Iterable[str] | None = None,
+        seed: int = 0,
+    ) -> None:
+        """Random faults with probability `rate` per request; transient kinds unless `kinds`."""
+        self._faults.set_rate(rate, routes, kinds, seed)
+
+    def __repr__(self) -> str:
+        where = self._state.base_url if self._thread and self._state else "stopped"
+        return f"<CometEmulator {where}>"
+
+
+def _url_host(host: str) -> str:
+    """Host as written in a URL (IPv6 in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

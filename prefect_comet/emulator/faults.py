@@ -1,0 +1,145 @@
+"""Scripted and random fault injection, and how each fault bends a response."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .responses import gateway_error, kling_error
+from .server import Response
+
+ROUTES = ("omni.create", "omni.retrieve", "omni.content", "kling.create", "kling.query", "files")
+_JSON_ROUTES = {"omni.create", "omni.retrieve", "kling.create", "kling.query"}
+_STATUS_ROUTES = {"omni.retrieve", "kling.query"}
+_BODY_ROUTES = {"omni.content", "files"}
+
+HTTP_ERRORS = {"http_429": 429, "http_500": 500, "http_502": 502, "http_503": 503, "http_504": 504}
+COMMON_KINDS = frozenset({*HTTP_ERRORS, "reset_before", "reset_after"})
+# What `set_fault_rate` draws from unless told otherwise.
+TRANSIENT_KINDS = COMMON_KINDS | {"truncate"}
+ALL_KINDS = TRANSIENT_KINDS | {"slow", "malformed_json", "unknown_status"}
+
+
+def applicable_kinds(route: str) -> frozenset[str]:
+    """Fault kinds that make sense for `route`."""
+    kinds = set(COMMON_KINDS)
+    if route in _BODY_ROUTES:
+        kinds |= {"truncate", "slow"}
+    if route in _JSON_ROUTES:
+        kinds.add("malformed_json")
+    if route in _STATUS_ROUTES:
+        kinds.add("unknown_status")
+    return frozenset(kinds)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected fault: its kind and options (`retry_after`, `delay`, ...)."""
+
+    kind: str
+    opts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Scripted:
+    fault: Fault
+    remaining: int
+
+
+class FaultPlan:
+    """Per-route FIFO of scripted faults, plus an optional seeded random fault rate."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._scripted: dict[str, deque[_Scripted]] = {route: deque() for route in ROUTES}
+        self._rate = 0.0
+        self._rng = random.Random(0)
+        self._random_kinds: dict[str, list[str]] = {}
+
+    def add(self, route: str, kind: str, times: int = 1, **opts: Any) -> None:
+        """Queue `kind` for the next `times` requests to `route`."""
+        if route not in ROUTES:
+            raise ValueError(f"unknown route {route!r}; expected one of {ROUTES}")
+        if kind not in applicable_kinds(route):
+            raise ValueError(f"fault {kind!r} does not apply to route {route!r}")
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        with self._lock:
+            self._scripted[route].append(_Scripted(Fault(kind, dict(opts)), times))
+
+    def set_rate(
+        self,
+        rate: float,
+        routes: Iterable[str] | None = None,
+        kinds: Iterable[str] | None = None,
+        seed: int = 0,
+    ) -> None:
+        """Inject a random fault with probability `rate` per request (0 disables)."""
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError("rate must be within [0, 1]")
+        chosen_routes = list(routes) if routes is not None else list(ROUTES)
+        chosen_kinds = frozenset(kinds) if kinds is not None else TRANSIENT_KINDS
+        if unknown := (set(chosen_routes) - set(ROUTES)) | (chosen_kinds - ALL_KINDS):
+            raise ValueError(f"unknown routes/kinds: {sorted(unknown)}")
+        with self._lock:
+            self._rate = rate
+            self._rng = random.Random(seed)
+            self._random_kinds = {
+                route: sorted(chosen_kinds & applicable_kinds(route)) for route in chosen_routes
+            }
+
+    def draw(self, route: str | None) -> Fault | None:
+        """The fault for the next request to `route`, if any (scripted first)."""
+        if route is None:
+            return None
+        with self._lock:
+            queue = self._scripted[route]
+            if queue:
+                entry = queue[0]
+                entry.remaining -= 1
+                if entry.remaining <= 0:
+                    queue.popleft()
+                return entry.fault
+            kinds = self._random_kinds.get(route)
+            if self._rate > 0 and kinds and self._rng.random() < self._rate:
+                return Fault(self._rng.choice(kinds))
+        return None
+
+
+def respond_before(fault: Fault, route: str) -> Response | None:
+    """A response replacing the route entirely (errors, reset_before), else None."""
+    if fault.kind == "reset_before":
+        return Response(0, abort=True)
+    status = HTTP_ERRORS.get(fault.kind)
+    if status is None:
+        return None
+    if status == 429:
+        headers = [("retry-after", f"{float(fault.opts.get('retry_after', 1)):g}")]
+        if route.startswith("kling."):
+            return kling_error(429, 1302, "request rate too fast, please retry later", headers)
+        return gateway_error(
+            429, "Rate limit exceeded, retry later", code="rate_limit_exceeded", headers=headers
+        )
+    return gateway_error(status, f"Emulated upstream error {status}", code="upstream_error")
+
+
+def bend_after(fault: Fault, response: Response) -> Response:
+    """Apply faults that act once the route has done its work."""
+    if fault.kind == "reset_after":
+        response.abort = True
+    elif fault.kind == "truncate":
+        response.truncate = True
+    elif fault.kind == "slow":
+        response.chunk_delay = float(fault.opts.get("delay", 0.05))
+        response.chunk_size = int(fault.opts.get("chunk_size", response.chunk_size))
+    elif fault.kind == "malformed_json":
+        body = response.body or b'{"status":"ok"}'
+        headers = [(k, v) for k, v in response.headers if k != "content-type"]
+        return Response(
+            200, [("content-type", "application/json"), *headers], body[: max(1, len(body) // 2)] + b'{"'
+        )
+    return response

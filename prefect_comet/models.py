@@ -1,0 +1,131 @@
+"""What flows pass around: a job on the server and a video in storage."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class VideoStatus(str, Enum):
+    """A job's state, the same words for every API family."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True when the job will not change any more."""
+        return self in (VideoStatus.SUCCEEDED, VideoStatus.FAILED)
+
+
+class VideoOutput(BaseModel):
+    """One file a finished job offers. The URL is kept without its signed query string.
+
+    Args:
+        video_id: The provider's id of this video, when it has one.
+        url: The result URL without query string (signatures are secrets).
+        watermarked: Whether this is the watermarked copy.
+        duration_seconds: The duration the provider reports.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    video_id: str | None = None
+    url: str | None = None
+    watermarked: bool = False
+    duration_seconds: float | None = None
+
+
+class VideoJob(BaseModel):
+    """A generation job on the server, as last seen.
+
+    Args:
+        provider: The API family, `omni` or `kling`.
+        task_id: The server's task id; with it a job can always be resumed.
+        status: The normalised status.
+        raw_status: The status word the server used.
+        progress: Progress in percent, when the server reports it.
+        model: The model that renders the job.
+        created_at: When the server created the job.
+        updated_at: When the server last changed the job.
+        completed_at: When the job finished.
+        outputs: The result files (URLs without their signatures).
+        error: The server's failure reason.
+        external_task_id: The user-defined task id (Kling).
+        idempotency_key: The key the job was created under.
+        request: The request that created the job, as sent (images summarised).
+
+    Example:
+        ```python
+        job = await create_video(OmniVideoRequest(prompt="A red kite"))
+        print(job.task_id, job.status)
+        ```
+    """
+
+    provider: str
+    task_id: str
+    status: VideoStatus = VideoStatus.QUEUED
+    raw_status: str = ""
+    progress: int | None = None
+    model: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    completed_at: datetime | None = None
+    outputs: list[VideoOutput] = Field(default_factory=list)
+    error: str | None = None
+    external_task_id: str | None = None
+    idempotency_key: str | None = None
+    request: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def result_urls(self) -> list[str]:
+        """The result URLs, without their signed query strings."""
+        return [output.url for output in self.outputs if output.url]
+
+
+class StoredVideo(BaseModel):
+    """A verified video in the user's storage.
+
+    Args:
+        uri: Where the MP4 is (an fsspec URL or local path).
+        sha256: Hex SHA-256 of the stored bytes.
+        size_bytes: Size of the stored file.
+        task_id: The server's task id.
+        provider: The API family.
+        model: The model that rendered it.
+        width: Frame width read from the file (None without the `media` extra).
+        height: Frame height read from the file.
+        duration_seconds: Duration read from the file.
+        metadata_uri: Where the JSON sidecar is.
+        video_id: The provider's id of this video, when it has one.
+        watermarked: Whether this is the watermarked copy.
+        external_task_id: The user-defined task id (Kling).
+        extras: Further files of the same job (more videos, watermarked copies).
+
+    Example:
+        ```python
+        stored = generate_video(OmniVideoRequest(prompt="A red kite"), destination="s3://bucket/videos")
+        print(stored.uri, stored.width, stored.height, stored.sha256)
+        ```
+    """
+
+    uri: str
+    sha256: str
+    size_bytes: int
+    task_id: str
+    provider: str
+    model: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration_seconds: float | None = None
+    metadata_uri: str | None = None
+    video_id: str | None = None
+    watermarked: bool = False
+    external_task_id: str | None = None
+    extras: list[StoredVideo] = Field(default_factory=list)

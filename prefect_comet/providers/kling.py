@@ -1,0 +1,151 @@
+"""The Kling Omni family: `POST /kling/v1/videos/omni-video` (JSON, `{code, message, data}`)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from prefect_comet._responses import redact_url
+from prefect_comet.client import CometClient
+from prefect_comet.exceptions import NotFoundError, ResponseFormatError
+from prefect_comet.models import VideoJob, VideoOutput
+from prefect_comet.providers.base import (
+    DownloadSource,
+    VideoProvider,
+    normalise_status,
+    parse_progress,
+    parse_timestamp,
+)
+from prefect_comet.providers.kling_request import KlingOmniVideoRequest
+
+ROUTE = "/kling/v1/videos/omni-video"
+
+
+class KlingProvider(VideoProvider):
+    """Create, poll and download Kling Omni jobs; both query shapes are understood."""
+
+    name = "kling"
+    request_type = KlingOmniVideoRequest
+
+    async def create(
+        self, client: CometClient, request: KlingOmniVideoRequest, *, idempotency_key: str | None
+    ) -> VideoJob:
+        payload = request.to_payload()
+        # Kling dedupes nothing, but external_task_id lets a lost job be found again.
+        if idempotency_key and not payload.get("external_task_id"):
+            payload["external_task_id"] = idempotency_key
+        response = await client.create(ROUTE, json=payload)
+        job = _job_from_data(_data(response.body))
+        return job.model_copy(
+            update={
+                "idempotency_key": idempotency_key,
+                "external_task_id": job.external_task_id or payload.get("external_task_id"),
+                "model": payload.get("model_name", "kling-video-o1"),
+                "request": _summarise(payload),
+            }
+        )
+
+    async def retrieve(self, client: CometClient, task_id: str) -> tuple[VideoJob, float | None]:
+        response = await client.get_json(f"{ROUTE}/{task_id}", task_id=task_id)
+        return _job_from_data(_data(response.body), task_id=task_id), None
+
+    async def download_sources(self, client: CometClient, job: VideoJob) -> list[DownloadSource]:
+        response = await client.get_json(f"{ROUTE}/{job.task_id}", task_id=job.task_id)
+        sources = []
+        for video in _videos(_native(_data(response.body))):
+            for url_field, watermarked in (("url", False), ("watermark_url", True)):
+                url = video.get(url_field)
+                if isinstance(url, str) and url:
+                    sources.append(DownloadSource([url], _output(video, url, watermarked)))
+        return sources
+
+    async def find_by_key(self, client: CometClient, idempotency_key: str) -> VideoJob | None:
+        try:
+            response = await client.get_json(ROUTE, params={"external_task_id": idempotency_key})
+        except NotFoundError:
+            return None
+        return _job_from_data(_data(response.body))
+
+
+def _data(body: dict[str, Any]) -> dict[str, Any]:
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise ResponseFormatError("CometAPI answered a Kling envelope without a `data` object.")
+    return data
+
+
+def _native(data: dict[str, Any]) -> dict[str, Any]:
+    """The native task object, also when a gateway wrapped it as `data.data.data`."""
+    inner = data.get("data")
+    if "task_status" not in data and isinstance(inner, dict):
+        inner = inner.get("data", inner)
+        if isinstance(inner, dict):
+            return inner
+    return data
+
+
+def _job_from_data(data: dict[str, Any], *, task_id: str | None = None) -> VideoJob:
+    native = _native(data)
+    wrapped = native is not data
+    found_id = native.get("task_id") or data.get("task_id") or task_id
+    if not found_id:
+        raise ResponseFormatError("CometAPI answered a Kling task without a `task_id`.")
+    raw_status = native.get("task_status") or data.get("status") or ""
+    status = normalise_status(raw_status)
+    progress = parse_progress(data.get("progress")) if wrapped else None
+    task_info = native.get("task_info") if isinstance(native.get("task_info"), dict) else {}
+    error = native.get("task_status_msg") or (data.get("fail_reason") if wrapped else None)
+    videos = _videos(native)
+    return VideoJob(
+        provider="kling",
+        task_id=str(found_id),
+        status=status,
+        raw_status=str(raw_status),
+        progress=100 if status.value == "succeeded" else progress,
+        created_at=parse_timestamp(native.get("created_at"), milliseconds=True),
+        updated_at=parse_timestamp(native.get("updated_at"), milliseconds=True),
+        outputs=[
+            _output(video, video[field], field == "watermark_url")
+            for video in videos
+            for field in ("url", "watermark_url")
+            if isinstance(video.get(field), str) and video[field]
+        ],
+        error=str(error) if error else None,
+        external_task_id=task_info.get("external_task_id"),
+    )
+
+
+def _videos(native: dict[str, Any]) -> list[dict[str, Any]]:
+    result = native.get("task_result")
+    videos = result.get("videos") if isinstance(result, dict) else None
+    return [video for video in videos or [] if isinstance(video, dict)]
+
+
+def _output(video: dict[str, Any], url: str, watermarked: bool) -> VideoOutput:
+    try:
+        duration = float(video.get("duration"))  # Kling sends it as a string
+    except (TypeError, ValueError):
+        duration = None
+    return VideoOutput(
+        video_id=str(video["id"]) if video.get("id") is not None else None,
+        url=redact_url(url),
+        watermarked=watermarked,
+        duration_seconds=duration,
+    )
+
+
+def _summarise(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload as recorded: inline base64 images become a short fingerprint."""
+    summary = dict(payload)
+    images = []
+    for image in payload.get("image_list", []):
+        url = str(image.get("image_url", ""))
+        if not url.startswith(("http://", "https://")):
+            digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+            image = {**image, "image_url": f"<base64 image, {len(url)} chars, sha256 {digest}>"}
+        elif "?" in url:
+            image = {**image, "image_url": redact_url(url)}
+        images.append(image)
+    if images:
+        summary["image_list"] = images
+    return summary

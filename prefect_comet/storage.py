@@ -1,0 +1,205 @@
+"""Put a finished job's videos into fsspec storage: atomically, verified, with a sidecar."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from prefect_comet.client import CometClient
+from prefect_comet.downloads import CHUNK_BYTES, DEFAULT_MAX_BYTES, download
+from prefect_comet.exceptions import InvalidContentError
+from prefect_comet.models import StoredVideo, VideoJob
+from prefect_comet.probe import probe_video
+from prefect_comet.providers import DownloadSource, provider_for
+
+SIDECAR_SCHEMA = "prefect-comet/video-sidecar@1"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_segment(text: str) -> str:
+    """Make a server string safe as one path segment; a changed string gets a hash suffix.
+
+    Example:
+        ```python
+        safe_segment("task_123")  # "task_123"
+        safe_segment("../../x")   # "x-3c2bb9c2"
+        ```
+    """
+    cleaned = _UNSAFE.sub("_", text).strip("._-")[:100]
+    if cleaned == text:
+        return cleaned
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{cleaned}-{digest}" if cleaned else f"task-{digest}"
+
+
+async def store_videos(
+    client: CometClient,
+    job: VideoJob,
+    destination: str,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> StoredVideo:
+    """Store every result file of a finished job under `destination`.
+
+    Each file is streamed to a temporary name, checked (MP4 signature, size, decodable
+    frame when PyAV is installed) and only then moved to its final name, so a reader
+    never sees a partial file. A JSON sidecar records the request, ids, timings and
+    what was measured. Storing an already stored, verified job again is a no-op.
+
+    Args:
+        client: The API client.
+        job: A job whose status is succeeded.
+        destination: An fsspec URL or local folder.
+        max_bytes: Refuse result files larger than this.
+
+    Returns:
+        The first video, with further files of the job in `extras`.
+    """
+    fs, root = fsspec.core.url_to_fs(destination)
+    root = root.rstrip("/")
+    fs.makedirs(root, exist_ok=True)
+    stem = safe_segment(job.task_id)
+    sidecar_path = f"{root}/{stem}.json"
+    stored = _already_stored(fs, sidecar_path)
+    if stored is not None:
+        return stored
+
+    sources = await provider_for(job).download_sources(client, job)
+    if not sources:
+        raise InvalidContentError(
+            "The job completed but offers no video to download.", task_id=job.task_id
+        )
+    started = time.monotonic()
+    videos = [
+        await _store_one(client, fs, root, _file_name(stem, sources, index), source, job, max_bytes)
+        for index, source in enumerate(sources)
+    ]
+    sidecar_uri = _uri(fs, sidecar_path)
+    videos = [video.model_copy(update={"metadata_uri": sidecar_uri}) for video in videos]
+    sidecar = {
+        "schema": SIDECAR_SCHEMA,
+        "provider": job.provider,
+        "task_id": job.task_id,
+        "external_task_id": job.external_task_id,
+        "idempotency_key": job.idempotency_key,
+        "model": job.model,
+        "request": job.request,
+        "timings": {
+            "created_at": _iso(job.created_at),
+            "completed_at": _iso(job.completed_at),
+            "stored_at": datetime.now(timezone.utc).isoformat(),
+            "download_seconds": round(time.monotonic() - started, 3),
+        },
+        "videos": [video.model_dump(mode="json", exclude={"extras"}) for video in videos],
+    }
+    _write_atomically(fs, sidecar_path, json.dumps(sidecar, indent=2).encode())
+    return videos[0].model_copy(update={"extras": videos[1:]})
+
+
+async def _store_one(
+    client: CometClient,
+    fs: fsspec.AbstractFileSystem,
+    root: str,
+    name: str,
+    source: DownloadSource,
+    job: VideoJob,
+    max_bytes: int,
+) -> StoredVideo:
+    final = f"{root}/{name}"
+    partial = f"{root}/.{name}.partial-{uuid.uuid4().hex[:12]}"
+    try:
+        downloaded = await download(
+            client,
+            source.urls,
+            lambda: fs.open(partial, "wb"),
+            task_id=job.task_id,
+            max_bytes=max_bytes,
+        )
+        with fs.open(partial, "rb") as file:
+            probe = probe_video(file, task_id=job.task_id)
+        fs.mv(partial, final)
+    finally:
+        if fs.exists(partial):
+            fs.rm(partial)
+    return StoredVideo(
+        uri=_uri(fs, final),
+        sha256=downloaded.sha256,
+        size_bytes=downloaded.size_bytes,
+        task_id=job.task_id,
+        provider=job.provider,
+        model=job.model,
+        width=probe.width if probe else None,
+        height=probe.height if probe else None,
+        duration_seconds=probe.duration_seconds if probe else None,
+        video_id=source.output.video_id,
+        watermarked=source.output.watermarked,
+        external_task_id=job.external_task_id,
+    )
+
+
+def _file_name(stem: str, sources: list[DownloadSource], index: int) -> str:
+    """`task.mp4`, then `task-2.mp4` for a second video, `task-watermarked.mp4` for copies."""
+    output = sources[index].output
+    ordinal = sum(1 for s in sources[: index + 1] if s.output.watermarked == output.watermarked)
+    name = stem if ordinal == 1 else f"{stem}-{ordinal}"
+    return f"{name}-watermarked.mp4" if output.watermarked else f"{name}.mp4"
+
+
+def _already_stored(fs: fsspec.AbstractFileSystem, sidecar_path: str) -> StoredVideo | None:
+    """The stored job when its sidecar exists and every file still hashes as recorded."""
+    if not fs.exists(sidecar_path):
+        return None
+    try:
+        with fs.open(sidecar_path, "rb") as file:
+            videos = [StoredVideo.model_validate(v) for v in json.load(file)["videos"]]
+    except (ValueError, KeyError, TypeError):
+        return None
+    for video in videos:
+        path = fs._strip_protocol(video.uri)
+        if not fs.exists(path) or _sha256_of(fs, path) != video.sha256:
+            return None
+    return videos[0].model_copy(update={"extras": videos[1:]}) if videos else None
+
+
+def _sha256_of(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    hasher = hashlib.sha256()
+    with fs.open(path, "rb") as file:
+        while chunk := file.read(CHUNK_BYTES):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def _write_atomically(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    partial = f"{path}.partial-{uuid.uuid4().hex[:12]}"
+    with fs.open(partial, "wb") as file:
+        file.write(data)
+    fs.mv(partial, path)
+
+
+def _uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def read_sidecar(uri: str) -> dict[str, Any]:
+    """Load a video's JSON sidecar.
+
+    Example:
+        ```python
+        sidecar = read_sidecar(stored.metadata_uri)
+        print(sidecar["request"]["prompt"])
+        ```
+    """
+    with fsspec.open(uri, "rb") as file:
+        return json.load(file)

@@ -1,0 +1,122 @@
+"""Prefect tasks: create a video job, wait for it, persist its files.
+
+The tasks are async. In an async flow, await them; in a sync flow, use
+`create_video.submit(...).result()`.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from prefect_comet.credentials import CometAPICredentials, resolve_credentials
+from prefect_comet.downloads import DEFAULT_MAX_BYTES
+from prefect_comet.models import StoredVideo, VideoJob
+from prefect_comet.progress import report_progress
+from prefect_comet.providers import VideoRequest, provider_for
+from prefect_comet.storage import store_videos
+from prefect_comet.waiting import PollPolicy, poll_until_terminal
+
+
+# Never retried by Prefect and never cached: a repeated create is a second paid job.
+@task(name="create-video", task_run_name="create-{request.provider}-video", cache_policy=NO_CACHE, retries=0)
+async def create_video(
+    request: VideoRequest, credentials: CometAPICredentials | None = None
+) -> VideoJob:
+    """Send one generation request and return the new job.
+
+    Args:
+        request: An `OmniVideoRequest` or `KlingOmniVideoRequest`.
+        credentials: The CometAPI block; `COMETAPI_KEY` is used when omitted.
+
+    Returns:
+        The created job; its `task_id` is what every later step needs.
+
+    Example:
+        ```python
+        job = await create_video(OmniVideoRequest(prompt="A red kite over dunes"))
+        ```
+    """
+    logger = get_run_logger()
+    async with resolve_credentials(credentials).get_client() as client:
+        job = await provider_for(request).create(client, request, idempotency_key=None)
+    logger.info("Created %s job %s (status %s).", job.provider, job.task_id, job.raw_status)
+    return job
+
+
+# NO_CACHE: a cached result would report a status the server no longer holds.
+@task(name="wait-for-video", task_run_name="wait-{job.task_id}", cache_policy=NO_CACHE)
+async def wait_for_video(
+    job: VideoJob,
+    credentials: CometAPICredentials | None = None,
+    timeout_seconds: float = 1800.0,
+    poll_interval_seconds: float = 2.0,
+    max_poll_interval_seconds: float = 15.0,
+) -> VideoJob:
+    """Poll a job until it succeeds, fails or the deadline passes.
+
+    Args:
+        job: The job from `create_video` (or any job known by task id).
+        credentials: The CometAPI block; `COMETAPI_KEY` is used when omitted.
+        timeout_seconds: The overall deadline.
+        poll_interval_seconds: The first interval; it grows towards the cap.
+        max_poll_interval_seconds: The largest interval.
+
+    Returns:
+        The succeeded job.
+
+    Example:
+        ```python
+        job = await wait_for_video(job, timeout_seconds=600)
+        ```
+    """
+    logger = get_run_logger()
+    policy = PollPolicy(initial_interval=poll_interval_seconds, max_interval=max_poll_interval_seconds)
+
+    last_status = job.raw_status
+
+    def on_update(seen: VideoJob) -> None:
+        nonlocal last_status
+        report_progress(seen)
+        if seen.raw_status != last_status:  # log status changes only, not every progress tick
+            last_status = seen.raw_status
+            logger.info("Job %s is %s (%s%%).", seen.task_id, seen.raw_status, seen.progress)
+    async with resolve_credentials(credentials).get_client() as client:
+        return await poll_until_terminal(
+            client, job, timeout_seconds=timeout_seconds, policy=policy, on_update=on_update
+        )
+
+
+@task(name="persist-video", task_run_name="persist-{job.task_id}", cache_policy=NO_CACHE)
+async def persist_video(
+    job: VideoJob,
+    destination: str = "./videos",
+    credentials: CometAPICredentials | None = None,
+    max_video_bytes: int = DEFAULT_MAX_BYTES,
+) -> StoredVideo:
+    """Stream a finished job's videos into fsspec storage, verified, with a JSON sidecar.
+
+    Args:
+        job: A succeeded job.
+        destination: Any fsspec URL or local folder (`./videos`, `s3://bucket/prefix`).
+        credentials: The CometAPI block; `COMETAPI_KEY` is used when omitted.
+        max_video_bytes: Refuse result files larger than this.
+
+    Returns:
+        The stored video (further files of the job in `extras`).
+
+    Example:
+        ```python
+        stored = await persist_video(job, "s3://my-bucket/videos")
+        ```
+    """
+    logger = get_run_logger()
+    async with resolve_credentials(credentials).get_client() as client:
+        stored = await store_videos(client, job, destination, max_bytes=max_video_bytes)
+    logger.info(
+        "Stored %s (%s bytes, %sx%s, %s s, sha256 %s).",
+        stored.uri, stored.size_bytes, stored.width, stored.height,
+        stored.duration_seconds, stored.sha256,
+    )
+    return stored

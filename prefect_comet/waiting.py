@@ -1,0 +1,123 @@
+"""Poll a job until it ends: deadline-bound, backing off, tolerant of passing trouble."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from prefect_comet import exceptions as exc
+from prefect_comet.client import CometClient
+from prefect_comet.models import VideoJob, VideoStatus
+from prefect_comet.providers import provider_for
+
+# Failures that a later poll may not meet; the deadline still bounds them.
+_PASSING = (exc.RateLimitError, exc.ServerError, exc.ResponseFormatError)
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How often to look at a running job.
+
+    The interval starts short (fast jobs are seen quickly) and grows to a cap (long
+    jobs cost few requests). A server hint (`openai-poll-after-ms`) wins when sent.
+
+    Args:
+        initial_interval: Seconds before the second look.
+        max_interval: Largest interval in seconds.
+        backoff: Factor the interval grows by after each look.
+        unknown_status_grace: Seconds an unknown status is tolerated before giving up.
+
+    Example:
+        ```python
+        PollPolicy(initial_interval=5, max_interval=20)
+        ```
+    """
+
+    initial_interval: float = 2.0
+    max_interval: float = 15.0
+    backoff: float = 1.5
+    unknown_status_grace: float = 300.0
+
+
+async def poll_until_terminal(
+    client: CometClient,
+    job: VideoJob,
+    *,
+    timeout_seconds: float,
+    policy: PollPolicy = PollPolicy(),
+    on_update: Callable[[VideoJob], None] | None = None,
+) -> VideoJob:
+    """Look at `job` until it succeeds; raise when it fails, stalls or the deadline passes.
+
+    Args:
+        client: The API client.
+        job: The job to follow.
+        timeout_seconds: The overall deadline, measured on a monotonic clock.
+        policy: The polling cadence.
+        on_update: Called whenever status or progress changes.
+
+    Returns:
+        The succeeded job.
+
+    Raises:
+        GenerationFailedError: The server ended the job as failed.
+        UnknownStatusError: The server answered an unknown status for too long.
+        WaitTimeoutError: The deadline passed; the message holds the task id.
+    """
+    provider = provider_for(job)
+    deadline = time.monotonic() + timeout_seconds
+    interval = policy.initial_interval
+    unknown_since: float | None = None
+    last = job
+    while True:
+        hint = None
+        try:
+            seen, hint = await provider.retrieve(client, job.task_id)
+        except _PASSING:
+            seen = last  # keep waiting; the deadline bounds an outage
+        else:
+            seen = _carry_over(job, seen)
+            if (seen.status, seen.progress) != (last.status, last.progress) and on_update:
+                on_update(seen)
+            last = seen
+        now = time.monotonic()
+        if seen.status is VideoStatus.SUCCEEDED:
+            return seen
+        if seen.status is VideoStatus.FAILED:
+            raise exc.GenerationFailedError(
+                f"The generation failed: {seen.error or seen.raw_status}. What to do: change "
+                "the request (the server's reason is above) and create a new job.",
+                task_id=job.task_id,
+            )
+        unknown_since = (unknown_since or now) if seen.status is VideoStatus.UNKNOWN else None
+        if unknown_since is not None and now - unknown_since >= policy.unknown_status_grace:
+            raise exc.UnknownStatusError(
+                f"The server kept answering the unknown status {seen.raw_status!r}. What to do: "
+                "check the job in the CometAPI dashboard; resume with wait_for_video by task id.",
+                task_id=job.task_id,
+            )
+        if now >= deadline:
+            raise exc.WaitTimeoutError(
+                f"The job did not finish within {timeout_seconds:g} s; last status "
+                f"{seen.raw_status or seen.status.value!r}. It may still finish: resume with "
+                "wait_for_video using this task id.",
+                task_id=job.task_id,
+                last_status=seen.raw_status or seen.status.value,
+            )
+        await asyncio.sleep(min(hint if hint is not None else interval, deadline - now))
+        interval = min(interval * policy.backoff, policy.max_interval)
+
+
+def _carry_over(created: VideoJob, seen: VideoJob) -> VideoJob:
+    """Keep what only the create step knew (request, key, model) on the fresh view."""
+    return seen.model_copy(
+        update={
+            "request": created.request,
+            "idempotency_key": created.idempotency_key,
+            "model": seen.model or created.model,
+            "external_task_id": seen.external_task_id or created.external_task_id,
+            "created_at": seen.created_at or created.created_at,
+        }
+    )

@@ -1,0 +1,46 @@
+"""Shared fixtures: a temporary Prefect server and a CometAPI emulator on loopback."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+import pytest
+from pydantic import SecretStr
+
+from prefect_comet import CometAPICredentials
+
+API_KEY = "sk-test-canary-4f1d2c"
+# Poll fast against the emulator; its jobs finish in a fraction of a second.
+FAST = {"poll_interval_seconds": 0.05, "max_poll_interval_seconds": 0.2}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_server():
+    """One temporary Prefect server (SQLite) for the whole run: the real engine, no mocks."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def emulator():
+    """A fresh emulator per test, so request logs and faults never leak between tests."""
+    from prefect_comet.emulator import CometEmulator
+
+    with CometEmulator(api_key=API_KEY, latency=0.3) as emu:
+        yield emu
+
+
+@pytest.fixture
+def credentials(emulator) -> CometAPICredentials:
+    return CometAPICredentials(api_key=SecretStr(API_KEY), base_url=emulator.base_url)
+
+
+@pytest.fixture
+def no_env_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COMETAPI_KEY", raising=False)
+    monkeypatch.delenv("COMETAPI_BASE_URL", raising=False)
