@@ -130,7 +130,9 @@ class CometClient:
                 retry_after = retry_after_seconds(response.headers)
             if attempt + 1 >= self.retry.attempts:
                 raise failure
-            await asyncio.sleep(self.retry.delay(attempt, retry_after))
+            await asyncio.sleep(
+                self.retry.delay(attempt, retry_after, rate_limited=isinstance(failure, exc.RateLimitError))
+            )
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def create(
@@ -186,7 +188,9 @@ class CometClient:
                 retry_after = retry_after_seconds(response.headers)
             if attempt + 1 >= self.retry.attempts:
                 raise failure
-            await asyncio.sleep(self.retry.delay(attempt, retry_after))
+            await asyncio.sleep(
+                self.retry.delay(attempt, retry_after, rate_limited=isinstance(failure, exc.RateLimitError))
+            )
         raise AssertionError("unreachable")  # pragma: no cover
 
     @asynccontextmanager

@@ -23,6 +23,8 @@ class RetryPolicy:
         base_delay: Seconds the exponential cap starts from.
         max_delay: Largest computed delay in seconds.
         max_retry_after: Largest `Retry-After` honoured, in seconds.
+        min_rate_limit_delay: Least wait after a 429 that gave no `Retry-After` (Kling
+            asks for at least a second after 1302/1303).
 
     Example:
         ```python
@@ -35,13 +37,17 @@ class RetryPolicy:
     base_delay: float = 0.5
     max_delay: float = 30.0
     max_retry_after: float = 120.0
+    min_rate_limit_delay: float = 1.0
 
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+    def delay(
+        self, attempt: int, retry_after: float | None = None, *, rate_limited: bool = False
+    ) -> float:
         """Seconds to sleep before try number `attempt + 1` (attempt counts from 0)."""
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_retry_after)
         cap = min(self.max_delay, self.base_delay * 2**attempt)
-        return random.uniform(0, cap)
+        jittered = random.uniform(0, cap)
+        return max(jittered, self.min_rate_limit_delay) if rate_limited else jittered
 
 
 def retry_after_seconds(headers: httpx.Headers) -> float | None:

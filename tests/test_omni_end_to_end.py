@@ -182,3 +182,16 @@ def test_tasks_work_from_a_sync_flow(emulator, credentials):
     sha = sync_pipeline()
 
     assert sha == emulator.sha256(next(iter(emulator.jobs)))
+
+
+async def test_content_redirect_to_signed_storage_is_followed(credentials, tmp_path):
+    from prefect_comet.emulator import CometEmulator
+
+    with CometEmulator(api_key=API_KEY, latency=0.2, content_redirect=True) as emu:
+        redirected = credentials.model_copy(update={"base_url": emu.base_url})
+        stored = await generate_video(
+            OmniVideoRequest(prompt="redirected"), destination=str(tmp_path), credentials=redirected, **FAST
+        )
+        routes = [r.route for r in emu.requests]
+    assert routes[-2:] == ["omni.content", "files"]
+    assert stored.sha256 == emu.sha256(stored.task_id) == _file_sha256(stored.uri)

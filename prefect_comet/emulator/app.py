@@ -92,7 +92,10 @@ def _record(state: EmulatorState, request: Request, route: Route | None, fault: 
     headers = {k: ("REDACTED" if k == "authorization" else v) for k, v in request.headers.items()}
     name = route.name if route else None
     state.requests.append(
-        RecordedRequest(request.method, request.path, name, headers, request.query_string, fault, time.time())
+        RecordedRequest(
+            request.method, request.path, name, headers, request.query_string, fault, time.time(),
+            request.body if "json" in request.headers.get("content-type", "") else b"",
+        )
     )
 
 

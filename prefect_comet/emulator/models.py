@@ -55,6 +55,7 @@ class RecordedRequest:
     query: str = ""
     fault: str | None = None  # fault kind injected into this request, if any
     time: float = 0.0  # unix time when the request was received
+    body: bytes = b""  # kept for JSON bodies only, so tests can see what a client sent
 
 
 def outcome_for(prompt: str) -> Outcome:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Annotated, Any, Union
+
+from pydantic import BaseModel, Discriminator, Tag
 
 from prefect_comet.models import VideoJob
 from prefect_comet.providers.base import DownloadSource, VideoProvider
@@ -14,7 +16,21 @@ PROVIDERS: dict[str, VideoProvider] = {
     provider.name: provider for provider in (OmniProvider(), KlingProvider())
 }
 
-VideoRequest = Union[OmniVideoRequest, KlingOmniVideoRequest]
+# Fields only Kling requests have: they tell a plain dict's family (a flow parameter
+# given as JSON), so a Kling request is never silently read as a valid Omni one.
+_KLING_ONLY = set(KlingOmniVideoRequest.model_fields) - set(OmniVideoRequest.model_fields)
+
+
+def _family(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        return getattr(value, "provider", type(value).__name__)
+    return "kling" if isinstance(value, dict) and _KLING_ONLY & set(value) else "omni"
+
+
+VideoRequest = Annotated[
+    Union[Annotated[OmniVideoRequest, Tag("omni")], Annotated[KlingOmniVideoRequest, Tag("kling")]],
+    Discriminator(_family),
+]
 
 
 def provider_for(subject: VideoRequest | VideoJob) -> VideoProvider:
