@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,20 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.
 _TRANSIENT = (exc.RateLimitError, exc.ServerError, exc.ResponseFormatError)
 
 MAX_REDIRECTS = 5
+
+
+class _RedactURLs(logging.Filter):
+    """httpx logs every request URL at INFO; signed URLs carry secrets in the query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_url(arg) if isinstance(arg, httpx.URL) else arg for arg in record.args
+            )
+        return True
+
+
+logging.getLogger("httpx").addFilter(_RedactURLs())
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,10 @@ class BadRequestError(CometAPIError):
     """The API refused the request's content (HTTP 400, Kling 1200-1203); fix the input."""
 
 
+class IdempotencyKeyReusedError(BadRequestError):
+    """An idempotency key was used again for a different request."""
+
+
 class ContentPolicyError(BadRequestError):
     """The request or the result was refused by content policy (Kling 1300/1301)."""
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.logging import get_run_logger
 
 from prefect_comet.credentials import CometAPICredentials
 from prefect_comet.downloads import DEFAULT_MAX_BYTES
+from prefect_comet.exceptions import GenerationFailedError
+from prefect_comet.jobs import IfOutcomeUnknown, default_idempotency_key, record_outcome, stored_for
+from prefect_comet.ledger import JobLedger
 from prefect_comet.models import StoredVideo
 from prefect_comet.providers import VideoRequest
 from prefect_comet.tasks import create_video, persist_video, wait_for_video
@@ -16,18 +20,29 @@ async def generate_video(
     request: VideoRequest,
     destination: str = "./videos",
     credentials: CometAPICredentials | None = None,
+    idempotency_key: str | None = None,
+    if_outcome_unknown: IfOutcomeUnknown = "fail",
     timeout_seconds: float = 1800.0,
     poll_interval_seconds: float = 2.0,
     max_poll_interval_seconds: float = 15.0,
     max_video_bytes: int = DEFAULT_MAX_BYTES,
 ) -> StoredVideo:
-    """Generate one video and store it, verified, under `destination`.
+    """Generate one video and store it, verified, under `destination`, paying at most once.
+
+    A ledger beside the videos (`<destination>/.comet-ledger/`) maps the idempotency key
+    to the task id as soon as it is known. Running again with the same key resumes that
+    job (after a crash, a timeout, a retry) or, once stored, returns the stored video
+    without any API call.
 
     Args:
         request: An `OmniVideoRequest` or `KlingOmniVideoRequest`.
         destination: Any fsspec URL or local folder (`./videos`, `s3://bucket/prefix`).
         credentials: The CometAPI block; `COMETAPI_KEY` and `COMETAPI_BASE_URL` are used
             when omitted.
+        idempotency_key: One job per key. By default derived from the request and the flow
+            run, so flow and task retries never create a second job.
+        if_outcome_unknown: When a create may have reached the server unanswered and the
+            job cannot be found by key: `"fail"` (default) or `"recreate"`.
         timeout_seconds: How long to wait for the generation.
         poll_interval_seconds: The first poll interval; it grows towards the cap.
         max_poll_interval_seconds: The largest poll interval.
@@ -46,16 +61,31 @@ async def generate_video(
             stored = await generate_video(
                 OmniVideoRequest(prompt="Ocean waves at golden hour"),
                 destination="s3://my-bucket/clips",
+                idempotency_key="daily-clip-2026-11-24",
             )
             return stored.uri
         ```
     """
-    job = await create_video(request, credentials)
-    job = await wait_for_video(
-        job,
-        credentials,
-        timeout_seconds=timeout_seconds,
-        poll_interval_seconds=poll_interval_seconds,
-        max_poll_interval_seconds=max_poll_interval_seconds,
+    key = idempotency_key or default_idempotency_key(request)
+    ledger = JobLedger.beside(destination)
+    stored = stored_for(ledger, key)
+    if stored is not None:
+        get_run_logger().info("Already stored for idempotency key %s: %s", key, stored.uri)
+        return stored
+    job = await create_video(
+        request, credentials, idempotency_key=key, ledger_uri=ledger.uri, if_outcome_unknown=if_outcome_unknown
     )
-    return await persist_video(job, destination, credentials, max_video_bytes=max_video_bytes)
+    try:
+        job = await wait_for_video(
+            job,
+            credentials,
+            timeout_seconds=timeout_seconds,
+            poll_interval_seconds=poll_interval_seconds,
+            max_poll_interval_seconds=max_poll_interval_seconds,
+        )
+    except GenerationFailedError as error:
+        record_outcome(ledger, key, error=str(error))
+        raise
+    stored = await persist_video(job, destination, credentials, max_video_bytes=max_video_bytes)
+    record_outcome(ledger, key, stored=stored)
+    return stored

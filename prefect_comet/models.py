@@ -103,6 +103,10 @@ class StoredVideo(BaseModel):
         height: Frame height read from the file.
         duration_seconds: Duration read from the file.
         metadata_uri: Where the JSON sidecar is.
+        codec: The video codec read from the file, e.g. `h264`.
+        fps: Average frames per second read from the file.
+        poster_uri: Where a small JPEG of the first frame is.
+        mismatches: How the file differs from the request (frame shape, size, duration).
         video_id: The provider's id of this video, when it has one.
         watermarked: Whether this is the watermarked copy.
         external_task_id: The user-defined task id (Kling).
@@ -125,6 +129,10 @@ class StoredVideo(BaseModel):
     height: int | None = None
     duration_seconds: float | None = None
     metadata_uri: str | None = None
+    codec: str | None = None
+    fps: float | None = None
+    poster_uri: str | None = None
+    mismatches: list[str] = Field(default_factory=list)
     video_id: str | None = None
     watermarked: bool = False
     external_task_id: str | None = None

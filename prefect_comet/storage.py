@@ -123,6 +123,12 @@ async def _store_one(
             task_id=job.task_id,
             max_bytes=max_bytes,
         )
+        # Read back what storage holds before it becomes visible: a bad write never lands.
+        if sha256_of(fs, partial) != downloaded.sha256:
+            raise InvalidContentError(
+                f"Storage at {_uri(fs, final)} did not keep the downloaded bytes intact.",
+                task_id=job.task_id,
+            )
         with fs.open(partial, "rb") as file:
             probe = probe_video(file, task_id=job.task_id)
         fs.mv(partial, final)
@@ -162,14 +168,27 @@ def _already_stored(fs: fsspec.AbstractFileSystem, sidecar_path: str) -> StoredV
             videos = [StoredVideo.model_validate(v) for v in json.load(file)["videos"]]
     except (ValueError, KeyError, TypeError):
         return None
-    for video in videos:
-        path = fs._strip_protocol(video.uri)
-        if not fs.exists(path) or _sha256_of(fs, path) != video.sha256:
-            return None
-    return videos[0].model_copy(update={"extras": videos[1:]}) if videos else None
+    stored = videos[0].model_copy(update={"extras": videos[1:]}) if videos else None
+    return stored if stored is not None and verify_stored(stored) else None
 
 
-def _sha256_of(fs: fsspec.AbstractFileSystem, path: str) -> str:
+def verify_stored(stored: StoredVideo) -> bool:
+    """True when every file of a stored video still exists and hashes as recorded.
+
+    Example:
+        ```python
+        assert verify_stored(stored)
+        ```
+    """
+    for video in [stored, *stored.extras]:
+        fs, path = fsspec.core.url_to_fs(video.uri)
+        if not fs.exists(path) or sha256_of(fs, path) != video.sha256:
+            return False
+    return True
+
+
+def sha256_of(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """Hex SHA-256 of a stored file, read in chunks."""
     hasher = hashlib.sha256()
     with fs.open(path, "rb") as file:
         while chunk := file.read(CHUNK_BYTES):

@@ -12,36 +12,54 @@ from prefect.logging import get_run_logger
 
 from prefect_comet.credentials import CometAPICredentials, resolve_credentials
 from prefect_comet.downloads import DEFAULT_MAX_BYTES
+from prefect_comet.jobs import IfOutcomeUnknown, default_idempotency_key, obtain_job
+from prefect_comet.ledger import JobLedger
 from prefect_comet.models import StoredVideo, VideoJob
 from prefect_comet.progress import report_progress
-from prefect_comet.providers import VideoRequest, provider_for
+from prefect_comet.providers import VideoRequest
 from prefect_comet.storage import store_videos
 from prefect_comet.waiting import PollPolicy, poll_until_terminal
 
 
-# Never retried by Prefect and never cached: a repeated create is a second paid job.
-@task(name="create-video", task_run_name="create-{request.provider}-video", cache_policy=NO_CACHE, retries=0)
+# NO_CACHE: the ledger, not Prefect's cache, decides whether a job exists. Prefect
+# retries are safe because the same idempotency key never creates a second job.
+@task(name="create-video", task_run_name="create-{request.provider}-video", cache_policy=NO_CACHE)
 async def create_video(
-    request: VideoRequest, credentials: CometAPICredentials | None = None
+    request: VideoRequest,
+    credentials: CometAPICredentials | None = None,
+    idempotency_key: str | None = None,
+    ledger_uri: str | None = None,
+    if_outcome_unknown: IfOutcomeUnknown = "fail",
 ) -> VideoJob:
-    """Send one generation request and return the new job.
+    """Create the job for a request once per idempotency key, or resume the known one.
 
     Args:
         request: An `OmniVideoRequest` or `KlingOmniVideoRequest`.
         credentials: The CometAPI block; `COMETAPI_KEY` is used when omitted.
+        idempotency_key: Jobs are created once per key; by default the key comes from
+            the request and the flow run, so retries never pay twice.
+        ledger_uri: An fsspec folder recording key → task id (e.g.
+            `s3://bucket/videos/.comet-ledger`); without it only this call dedupes.
+        if_outcome_unknown: When a create may have reached the server without an answer
+            and the job cannot be found by key: `"fail"` (raise, pay nothing twice) or
+            `"recreate"` (send again).
 
     Returns:
-        The created job; its `task_id` is what every later step needs.
+        The job; its `task_id` is what every later step needs.
 
     Example:
         ```python
-        job = await create_video(OmniVideoRequest(prompt="A red kite over dunes"))
+        job = await create_video(OmniVideoRequest(prompt="A red kite"), idempotency_key="kite-1")
         ```
     """
     logger = get_run_logger()
+    key = idempotency_key or default_idempotency_key(request)
+    ledger = JobLedger(ledger_uri) if ledger_uri else None
     async with resolve_credentials(credentials).get_client() as client:
-        job = await provider_for(request).create(client, request, idempotency_key=None)
-    logger.info("Created %s job %s (status %s).", job.provider, job.task_id, job.raw_status)
+        job = await obtain_job(
+            client, request, idempotency_key=key, ledger=ledger, if_outcome_unknown=if_outcome_unknown
+        )
+    logger.info("Job %s (%s) for idempotency key %s.", job.task_id, job.provider, key)
     return job
 
 

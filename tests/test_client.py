@@ -208,3 +208,30 @@ async def test_statuses_compare_case_insensitively_and_hints_are_honoured(client
         policy=PollPolicy(initial_interval=30, max_interval=30),  # the 10 ms hint wins over 30 s
     )
     assert job.status.value == "succeeded" and route.call_count == 2
+
+
+@respx.mock
+async def test_httpx_request_logs_drop_signed_query_strings(client, caplog):
+    respx.get("https://cdn.test/v.mp4").respond(200, content=MP4_HEAD, headers={"content-type": "video/mp4"})
+    with caplog.at_level("INFO", logger="httpx"):
+        await _download(client, "https://cdn.test/v.mp4?signature=s3cr3t&expires=1")
+    assert "cdn.test/v.mp4" in caplog.text and "s3cr3t" not in caplog.text
+
+
+@pytest.mark.parametrize("task_id", ["../../x", "a/b", "", "..", "x" * 200, "task\n1", "%2e%2e"])
+@respx.mock
+async def test_implausible_task_ids_from_the_server_are_refused(client, task_id):
+    from prefect_comet.providers.omni import OmniProvider, OmniVideoRequest
+
+    respx.post(f"{BASE}/v1/videos").respond(200, json={"id": task_id, "status": "queued"})
+    with pytest.raises(exc.ResponseFormatError, match="implausible task id"):
+        await OmniProvider().create(client, OmniVideoRequest(prompt="x"), idempotency_key=None)
+
+
+@respx.mock
+async def test_task_ids_are_quoted_into_paths(client):
+    from prefect_comet.providers.omni import OmniProvider
+
+    route = respx.get(f"{BASE}/v1/videos/..%2Fx").respond(200, json={"id": "ok_1", "status": "queued"})
+    await OmniProvider().retrieve(client, "../x")
+    assert route.call_count == 1

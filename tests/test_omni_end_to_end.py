@@ -72,7 +72,10 @@ async def test_failed_generation_raises_with_server_message_and_writes_nothing(e
         )
     assert "Emulated generation failure" in str(caught.value)
     assert caught.value.task_id and caught.value.task_id in str(caught.value)
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    written = [p.name for p in (tmp_path / "out").iterdir()]
+    assert written == [".comet-ledger"]  # no video, no partial file; only the job's record
+    (record,) = (tmp_path / "out" / ".comet-ledger").iterdir()
+    assert json.loads(record.read_text())["state"] == "failed"
 
 
 async def test_wait_timeout_names_the_task_and_last_status(emulator, credentials, tmp_path):

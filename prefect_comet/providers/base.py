@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from urllib.parse import quote
 from abc import ABC, abstractmethod
 from datetime import datetime, timezone
 from typing import Any, ClassVar, NamedTuple
@@ -9,7 +11,11 @@ from typing import Any, ClassVar, NamedTuple
 from pydantic import BaseModel
 
 from prefect_comet.client import CometClient
+from prefect_comet.exceptions import ResponseFormatError
 from prefect_comet.models import VideoJob, VideoOutput, VideoStatus
+
+# Ids we accept from a server: they become URL path segments and file names.
+_TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=+-]{0,127}")
 
 # Status words of every family (Omni, OpenAI-style upper case, Kling native and wrapped).
 _STATUS_WORDS: dict[str, VideoStatus] = {
@@ -36,6 +42,7 @@ class VideoProvider(ABC):
 
     name: ClassVar[str]
     request_type: ClassVar[type[BaseModel]]
+    can_find_by_key: ClassVar[bool] = False
 
     @abstractmethod
     async def create(
@@ -54,6 +61,27 @@ class VideoProvider(ABC):
     async def find_by_key(self, client: CometClient, idempotency_key: str) -> VideoJob | None:
         """Find a job by the key it was created under, where the API allows it."""
         return None
+
+    def summarise(self, request: Any) -> dict[str, Any]:
+        """The request as recorded in sidecars, ledgers and results (no bulky inline data)."""
+        return request.model_dump(mode="json")
+
+
+def checked_task_id(raw: Any) -> str:
+    """A task id from the server, refused when it could steer a URL or a file path."""
+    task_id = str(raw or "")
+    if not _TASK_ID.fullmatch(task_id) or ".." in task_id:
+        shown = task_id[:40].encode("unicode_escape").decode()
+        raise ResponseFormatError(
+            f"CometAPI answered an implausible task id {shown!r}; refusing to use it in paths. "
+            "What to do: report this answer to CometAPI support."
+        )
+    return task_id
+
+
+def task_path(route: str, task_id: str) -> str:
+    """`route/<task id>` with the id quoted, so no id can climb out of the route."""
+    return f"{route}/{quote(task_id, safe='')}"
 
 
 def normalise_status(raw: Any) -> VideoStatus:

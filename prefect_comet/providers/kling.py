@@ -12,6 +12,8 @@ from prefect_comet.models import VideoJob, VideoOutput
 from prefect_comet.providers.base import (
     DownloadSource,
     VideoProvider,
+    checked_task_id,
+    task_path,
     normalise_status,
     parse_progress,
     parse_timestamp,
@@ -26,14 +28,16 @@ class KlingProvider(VideoProvider):
 
     name = "kling"
     request_type = KlingOmniVideoRequest
+    can_find_by_key = True
 
     async def create(
         self, client: CometClient, request: KlingOmniVideoRequest, *, idempotency_key: str | None
     ) -> VideoJob:
         payload = request.to_payload()
-        # Kling dedupes nothing, but external_task_id lets a lost job be found again.
+        # external_task_id is unique per account: a lost job can be found again by it,
+        # and a resent create with the same one is refused rather than paid twice.
         if idempotency_key and not payload.get("external_task_id"):
-            payload["external_task_id"] = idempotency_key
+            payload["external_task_id"] = external_task_id_for(idempotency_key)
         response = await client.create(ROUTE, json=payload)
         job = _job_from_data(_data(response.body))
         return job.model_copy(
@@ -41,16 +45,16 @@ class KlingProvider(VideoProvider):
                 "idempotency_key": idempotency_key,
                 "external_task_id": job.external_task_id or payload.get("external_task_id"),
                 "model": payload.get("model_name", "kling-video-o1"),
-                "request": _summarise(payload),
+                "request": _summarise(payload),  # with the external_task_id actually sent
             }
         )
 
     async def retrieve(self, client: CometClient, task_id: str) -> tuple[VideoJob, float | None]:
-        response = await client.get_json(f"{ROUTE}/{task_id}", task_id=task_id)
+        response = await client.get_json(task_path(ROUTE, task_id), task_id=task_id)
         return _job_from_data(_data(response.body), task_id=task_id), None
 
     async def download_sources(self, client: CometClient, job: VideoJob) -> list[DownloadSource]:
-        response = await client.get_json(f"{ROUTE}/{job.task_id}", task_id=job.task_id)
+        response = await client.get_json(task_path(ROUTE, job.task_id), task_id=job.task_id)
         sources = []
         for video in _videos(_native(_data(response.body))):
             for url_field, watermarked in (("url", False), ("watermark_url", True)):
@@ -59,12 +63,26 @@ class KlingProvider(VideoProvider):
                     sources.append(DownloadSource([url], _output(video, url, watermarked)))
         return sources
 
+    def summarise(self, request: KlingOmniVideoRequest) -> dict[str, Any]:
+        return _summarise(request.to_payload())
+
     async def find_by_key(self, client: CometClient, idempotency_key: str) -> VideoJob | None:
         try:
-            response = await client.get_json(ROUTE, params={"external_task_id": idempotency_key})
+            response = await client.get_json(
+                ROUTE, params={"external_task_id": external_task_id_for(idempotency_key)}
+            )
         except NotFoundError:
             return None
         return _job_from_data(_data(response.body))
+
+
+def external_task_id_for(idempotency_key: str) -> str:
+    """The key itself when Kling accepts it as `external_task_id` (≤ 64 printable, no spaces)."""
+    if len(idempotency_key) <= 64 and idempotency_key.isprintable() and not any(
+        ch.isspace() for ch in idempotency_key
+    ):
+        return idempotency_key
+    return "key-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:48]
 
 
 def _data(body: dict[str, Any]) -> dict[str, Any]:
@@ -88,8 +106,6 @@ def _job_from_data(data: dict[str, Any], *, task_id: str | None = None) -> Video
     native = _native(data)
     wrapped = native is not data
     found_id = native.get("task_id") or data.get("task_id") or task_id
-    if not found_id:
-        raise ResponseFormatError("CometAPI answered a Kling task without a `task_id`.")
     raw_status = native.get("task_status") or data.get("status") or ""
     status = normalise_status(raw_status)
     progress = parse_progress(data.get("progress")) if wrapped else None
@@ -98,7 +114,7 @@ def _job_from_data(data: dict[str, Any], *, task_id: str | None = None) -> Video
     videos = _videos(native)
     return VideoJob(
         provider="kling",
-        task_id=str(found_id),
+        task_id=checked_task_id(found_id),
         status=status,
         raw_status=str(raw_status),
         progress=100 if status.value == "succeeded" else progress,

@@ -8,11 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prefect_comet._responses import redact_url
 from prefect_comet.client import CometClient
-from prefect_comet.exceptions import ResponseFormatError
 from prefect_comet.models import VideoJob, VideoOutput
 from prefect_comet.providers.base import (
     DownloadSource,
     VideoProvider,
+    checked_task_id,
+    task_path,
     normalise_status,
     parse_progress,
     parse_timestamp,
@@ -65,10 +66,6 @@ class OmniVideoRequest(BaseModel):
         """The multipart form fields, exactly as the create page lists them."""
         return self.model_dump()
 
-    def summary(self) -> dict[str, Any]:
-        """The request as recorded in sidecars and results."""
-        return self.model_dump()
-
 
 class OmniProvider(VideoProvider):
     """Create, poll and download Omni jobs."""
@@ -83,19 +80,20 @@ class OmniProvider(VideoProvider):
         response = await client.create(CREATE_PATH, form=request.to_form(), headers=headers)
         job = _job_from_task(response.body)
         return job.model_copy(
-            update={"idempotency_key": idempotency_key, "request": request.summary()}
+            update={"idempotency_key": idempotency_key, "request": self.summarise(request)}
         )
 
     async def retrieve(self, client: CometClient, task_id: str) -> tuple[VideoJob, float | None]:
-        response = await client.get_json(f"{CREATE_PATH}/{task_id}", task_id=task_id)
+        response = await client.get_json(task_path(CREATE_PATH, task_id), task_id=task_id)
         hint = response.headers.get("openai-poll-after-ms")
         poll_after = float(hint) / 1000 if hint and hint.isdigit() else None
         return _job_from_task(response.body, task_id=task_id), poll_after
 
     async def download_sources(self, client: CometClient, job: VideoJob) -> list[DownloadSource]:
         # The content route is stable; the temporary video_url is the fallback.
-        urls = [f"{CREATE_PATH}/{job.task_id}/content"]
-        task = (await client.get_json(f"{CREATE_PATH}/{job.task_id}", task_id=job.task_id)).body
+        task_url = task_path(CREATE_PATH, job.task_id)
+        urls = [f"{task_url}/content"]
+        task = (await client.get_json(task_url, task_id=job.task_id)).body
         if isinstance(task.get("video_url"), str) and task["video_url"]:
             urls.append(task["video_url"])
         return [DownloadSource(urls=urls, output=_output(task))]
@@ -103,15 +101,13 @@ class OmniProvider(VideoProvider):
 
 def _job_from_task(task: dict[str, Any], *, task_id: str | None = None) -> VideoJob:
     found_id = task.get("id") or task.get("task_id") or task_id
-    if not found_id:
-        raise ResponseFormatError("CometAPI answered a task object without an `id`.")
     error = task.get("error")
     if isinstance(error, dict):
         error = error.get("message") or error.get("code") or str(error)
     video_url = task.get("video_url")
     return VideoJob(
         provider="omni",
-        task_id=str(found_id),
+        task_id=checked_task_id(found_id),
         status=normalise_status(task.get("status")),
         raw_status=str(task.get("status") or ""),
         progress=parse_progress(task.get("progress")),

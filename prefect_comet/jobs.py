@@ -1,0 +1,153 @@
+"""Create a job at most once per idempotency key, resuming what a ledger already knows."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Literal
+
+from prefect_comet import exceptions as exc
+from prefect_comet.client import CometClient
+from prefect_comet.ledger import JobLedger, LedgerRecord, request_fingerprint
+from prefect_comet.models import StoredVideo, VideoJob, VideoStatus
+from prefect_comet.providers import VideoRequest, provider_for
+from prefect_comet.storage import verify_stored
+
+IfOutcomeUnknown = Literal["fail", "recreate"]
+
+
+def default_idempotency_key(request: VideoRequest) -> str:
+    """A key from the request and the current flow run: retries of the run reuse its job.
+
+    Outside a flow run the task run stands in. Two identical requests in one flow run
+    share a key, so pass explicit keys to generate variants of one request.
+
+    Example:
+        ```python
+        key = default_idempotency_key(OmniVideoRequest(prompt="A red kite"))  # "auto-3f2a..."
+        ```
+    """
+    from prefect.runtime import flow_run, task_run
+
+    scope = flow_run.get_id() or task_run.get_id() or uuid.uuid4().hex
+    fingerprint = request_fingerprint({"scope": str(scope), "request": request.model_dump(mode="json")})
+    return f"auto-{fingerprint[:40]}"
+# A job that was just created may take a moment to show up in a lookup by key.
+_LOOKUP_DELAYS = (0.0, 1.0, 3.0)
+
+
+async def obtain_job(
+    client: CometClient,
+    request: VideoRequest,
+    *,
+    idempotency_key: str,
+    ledger: JobLedger | None,
+    if_outcome_unknown: IfOutcomeUnknown = "fail",
+) -> VideoJob:
+    """Return the job for `idempotency_key`: the one the ledger knows, or a newly created one.
+
+    The ledger records the intent before the request is sent and the task id as soon as
+    it is known. When a create may have reached the server without an answer, the job is
+    looked up by key where the API allows it (Kling: `external_task_id`); otherwise
+    `if_outcome_unknown` decides: `"fail"` raises `CreateOutcomeUnknownError` (the
+    default; nothing is paid twice), `"recreate"` sends the request again.
+
+    Args:
+        client: The API client.
+        request: The generation request.
+        idempotency_key: The key; the same key never creates a second job.
+        ledger: Where records live; None keeps no record.
+        if_outcome_unknown: What to do when a create's outcome cannot be known.
+
+    Returns:
+        The job (new, or resumed by task id).
+    """
+    provider = provider_for(request)
+    fingerprint = request_fingerprint(request.model_dump(mode="json"))
+    record = ledger.get(idempotency_key) if ledger else None
+    if record is not None:
+        if record.request_sha256 != fingerprint:
+            raise exc.IdempotencyKeyReusedError(
+                f"The idempotency key {idempotency_key!r} was first used for a different "
+                "request. What to do: use a new key for a new request."
+            )
+        if record.task_id:
+            return _resumed(record, request)
+        found = await _look_up(client, request, idempotency_key)
+        if found is not None:
+            return _remember(ledger, record, found)
+        if if_outcome_unknown == "fail":
+            raise _unknown(idempotency_key, f"a create was started at {record.created_at:%Y-%m-%d %H:%M:%S} UTC")
+
+    record = LedgerRecord(key=idempotency_key, provider=provider.name, request_sha256=fingerprint, state="creating")
+    if ledger:
+        record = ledger.put(record)
+    try:
+        job = await provider.create(client, request, idempotency_key=idempotency_key)
+    except exc.CreateOutcomeUnknownError as error:
+        found = await _look_up(client, request, idempotency_key)
+        if found is None and if_outcome_unknown == "fail":
+            raise _unknown(idempotency_key, str(error)) from error
+        job = found or await provider.create(client, request, idempotency_key=idempotency_key)
+    except Exception:
+        if ledger:  # any other failure proves the server did not take the job
+            ledger.forget(idempotency_key)
+        raise
+    return _remember(ledger, record, job)
+
+
+def _remember(ledger: JobLedger | None, record: LedgerRecord, job: VideoJob) -> VideoJob:
+    if ledger:
+        ledger.put(record.model_copy(update={"state": "created", "task_id": job.task_id}))
+    return job.model_copy(update={"idempotency_key": record.key})
+
+
+def _resumed(record: LedgerRecord, request: VideoRequest) -> VideoJob:
+    return VideoJob(
+        provider=record.provider,
+        task_id=str(record.task_id),
+        status=VideoStatus.QUEUED,
+        idempotency_key=record.key,
+        created_at=record.created_at,
+        request=provider_for(request).summarise(request),
+    )
+
+
+async def _look_up(client: CometClient, request: VideoRequest, key: str) -> VideoJob | None:
+    provider = provider_for(request)
+    for delay in _LOOKUP_DELAYS:
+        await asyncio.sleep(delay)
+        try:
+            found = await provider.find_by_key(client, key)
+        except exc.CometAPIError:
+            found = None
+        if found is not None or not provider.can_find_by_key:
+            return found
+    return None
+
+
+def _unknown(key: str, reason: str) -> exc.CreateOutcomeUnknownError:
+    return exc.CreateOutcomeUnknownError(
+        f"The job for idempotency key {key!r} may exist, but its task id is not known "
+        f"({reason}). It was not sent again, so nothing is paid twice. What to do: find the "
+        "task in the CometAPI dashboard and resume it with wait_for_video, or create it anew "
+        "with if_outcome_unknown='recreate' (this may pay twice)."
+    )
+
+
+def stored_for(ledger: JobLedger, key: str) -> StoredVideo | None:
+    """The stored video recorded for `key`, when every file still verifies; else None."""
+    record = ledger.get(key)
+    if record is None or record.state != "stored" or record.stored is None:
+        return None
+    return record.stored if verify_stored(record.stored) else None
+
+
+def record_outcome(
+    ledger: JobLedger, key: str, *, stored: StoredVideo | None = None, error: str | None = None
+) -> None:
+    """Mark the job for `key` as stored (with its video) or failed (with the reason)."""
+    record = ledger.get(key)
+    if record is not None:
+        state = "stored" if stored is not None else "failed"
+        ledger.put(record.model_copy(update={"state": state, "stored": stored, "error": error}))

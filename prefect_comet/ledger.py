@@ -1,0 +1,107 @@
+"""A durable record of every job by idempotency key, so a paid job is never lost or repeated.
+
+The ledger is a folder of small JSON files in fsspec storage, by default beside the videos
+(`<destination>/.comet-ledger/`): in a multi-machine deployment the destination is shared
+storage, so every worker sees the same records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import fsspec
+from pydantic import BaseModel, Field
+
+from prefect_comet.models import StoredVideo
+
+LEDGER_FOLDER = ".comet-ledger"
+LedgerState = Literal["creating", "created", "stored", "failed"]
+
+
+def request_fingerprint(payload: dict[str, Any]) -> str:
+    """SHA-256 of a request's canonical JSON: the same request always gives the same value."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class LedgerRecord(BaseModel):
+    """What is known of the job created under one idempotency key.
+
+    Args:
+        key: The idempotency key.
+        provider: The API family.
+        request_sha256: Fingerprint of the request the key was first used for.
+        state: `creating` (sent, no task id yet), `created`, `stored` or `failed`.
+        task_id: The server's task id, once known.
+        stored: The stored video, once persisted.
+        error: Why the job failed.
+        created_at: When the record was first written.
+        updated_at: When the record last changed.
+    """
+
+    key: str
+    provider: str
+    request_sha256: str
+    state: LedgerState
+    task_id: str | None = None
+    stored: StoredVideo | None = None
+    error: str | None = None
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    updated_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+class JobLedger:
+    """Read and write ledger records under an fsspec folder.
+
+    Args:
+        uri: The ledger folder, e.g. `s3://bucket/videos/.comet-ledger`.
+
+    Example:
+        ```python
+        ledger = JobLedger.beside("s3://bucket/videos")
+        record = ledger.get("nightly-2026-11-24-0")
+        ```
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._fs, root = fsspec.core.url_to_fs(uri)
+        self._root = root.rstrip("/")
+
+    @classmethod
+    def beside(cls, destination: str) -> "JobLedger":
+        """The ledger kept in the destination folder of the videos."""
+        return cls(f"{destination.rstrip('/')}/{LEDGER_FOLDER}")
+
+    def _path(self, key: str) -> str:
+        # Keys are user text: hash them into a fixed, safe file name.
+        return f"{self._root}/{hashlib.sha256(key.encode()).hexdigest()[:40]}.json"
+
+    def get(self, key: str) -> LedgerRecord | None:
+        """The record for `key`, or None."""
+        path = self._path(key)
+        if not self._fs.exists(path):
+            return None
+        with self._fs.open(path, "rb") as file:
+            return LedgerRecord.model_validate_json(file.read())
+
+    def put(self, record: LedgerRecord) -> LedgerRecord:
+        """Write a record atomically (temporary name, then move) and return it."""
+        record = record.model_copy(update={"updated_at": datetime.now(timezone.utc)})
+        self._fs.makedirs(self._root, exist_ok=True)
+        path = self._path(record.key)
+        partial = f"{path}.partial-{uuid.uuid4().hex[:12]}"
+        with self._fs.open(partial, "wb") as file:
+            file.write(record.model_dump_json(indent=2).encode())
+        self._fs.mv(partial, path)
+        return record
+
+    def forget(self, key: str) -> None:
+        """Drop a record whose create provably never reached the server."""
+        path = self._path(key)
+        if self._fs.exists(path):
+            self._fs.rm(path)
