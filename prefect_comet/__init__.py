@@ -9,6 +9,7 @@ Example:
     ```
 """
 
+from prefect_comet.batch import BatchResult, JobOutcome, generate_videos
 from prefect_comet.client import CometClient
 from prefect_comet.credentials import CometAPICredentials
 from prefect_comet.flows import generate_video
@@ -27,6 +28,9 @@ from prefect_comet.retries import RetryPolicy
 from prefect_comet.tasks import create_video, persist_video, wait_for_video
 
 __all__ = [
+    "BatchResult",
+    "JobOutcome",
+    "generate_videos",
     "CometAPICredentials",
     "CometClient",
     "KlingElement",

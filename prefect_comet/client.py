@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
@@ -79,6 +79,8 @@ class CometClient:
     ) -> None:
         self.base_url = httpx.URL(base_url.rstrip("/") + "/")
         self.retry = retry or RetryPolicy()
+        # Told of every refused create (429), e.g. so a batch can shrink its window.
+        self.rate_limit_listeners: list[Callable[[], None]] = []
         self._api_key = api_key
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
@@ -199,6 +201,8 @@ class CometClient:
                 if not isinstance(error, exc.RateLimitError):
                     raise error
                 # A 429 is a refusal: the server did not take the job, so resending is safe.
+                for listener in self.rate_limit_listeners:
+                    listener()
                 failure = error
                 retry_after = retry_after_seconds(response.headers)
             if attempt + 1 >= self.retry.attempts:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from prefect import flow
-from prefect.logging import get_run_logger
 
 from prefect_comet.credentials import CometAPICredentials
 from prefect_comet.downloads import DEFAULT_MAX_BYTES
-from prefect_comet.exceptions import GenerationFailedError
-from prefect_comet.jobs import IfOutcomeUnknown, default_idempotency_key, record_outcome, stored_for
-from prefect_comet.ledger import JobLedger
+from prefect_comet.jobs import IfOutcomeUnknown, default_idempotency_key
 from prefect_comet.models import StoredVideo
+from prefect_comet.pipeline import GenerationOptions, produce_video
 from prefect_comet.providers import VideoRequest
-from prefect_comet.tasks import create_video, persist_video, wait_for_video
 
 
 @flow(name="generate-video", flow_run_name="generate-{request.provider}-video")
@@ -66,26 +63,17 @@ async def generate_video(
             return stored.uri
         ```
     """
-    key = idempotency_key or default_idempotency_key(request)
-    ledger = JobLedger.beside(destination)
-    stored = stored_for(ledger, key)
-    if stored is not None:
-        get_run_logger().info("Already stored for idempotency key %s: %s", key, stored.uri)
-        return stored
-    job = await create_video(
-        request, credentials, idempotency_key=key, ledger_uri=ledger.uri, if_outcome_unknown=if_outcome_unknown
+    options = GenerationOptions(
+        if_outcome_unknown=if_outcome_unknown,
+        timeout_seconds=timeout_seconds,
+        poll_interval_seconds=poll_interval_seconds,
+        max_poll_interval_seconds=max_poll_interval_seconds,
+        max_video_bytes=max_video_bytes,
     )
-    try:
-        job = await wait_for_video(
-            job,
-            credentials,
-            timeout_seconds=timeout_seconds,
-            poll_interval_seconds=poll_interval_seconds,
-            max_poll_interval_seconds=max_poll_interval_seconds,
-        )
-    except GenerationFailedError as error:
-        record_outcome(ledger, key, error=str(error))
-        raise
-    stored = await persist_video(job, destination, credentials, max_video_bytes=max_video_bytes)
-    record_outcome(ledger, key, stored=stored)
-    return stored
+    return await produce_video(
+        request,
+        idempotency_key=idempotency_key or default_idempotency_key(request),
+        destination=destination,
+        credentials=credentials,
+        options=options,
+    )

@@ -82,7 +82,7 @@ async def store_videos(
         await _store_one(client, fs, root, _file_name(stem, sources, index), source, job, max_bytes)
         for index, source in enumerate(sources)
     ]
-    sidecar_uri = _uri(fs, sidecar_path)
+    sidecar_uri = uri_for(fs, sidecar_path)
     videos = [video.model_copy(update={"metadata_uri": sidecar_uri}) for video in videos]
     sidecar = {
         "schema": SIDECAR_SCHEMA,
@@ -126,7 +126,7 @@ async def _store_one(
         # Read back what storage holds before it becomes visible: a bad write never lands.
         if sha256_of(fs, partial) != downloaded.sha256:
             raise InvalidContentError(
-                f"Storage at {_uri(fs, final)} did not keep the downloaded bytes intact.",
+                f"Storage at {uri_for(fs, final)} did not keep the downloaded bytes intact.",
                 task_id=job.task_id,
             )
         with fs.open(partial, "rb") as file:
@@ -136,7 +136,7 @@ async def _store_one(
         if fs.exists(partial):
             fs.rm(partial)
     return StoredVideo(
-        uri=_uri(fs, final),
+        uri=uri_for(fs, final),
         sha256=downloaded.sha256,
         size_bytes=downloaded.size_bytes,
         task_id=job.task_id,
@@ -203,7 +203,8 @@ def _write_atomically(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> 
     fs.mv(partial, path)
 
 
-def _uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+def uri_for(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """The URI users see: a plain path on local disk, a full URL elsewhere."""
     return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
 
 

@@ -10,7 +10,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from prefect_comet.credentials import CometAPICredentials, resolve_credentials
+from prefect_comet.credentials import CometAPICredentials
+from prefect_comet.pool import shared_client
 from prefect_comet.downloads import DEFAULT_MAX_BYTES
 from prefect_comet.jobs import IfOutcomeUnknown, default_idempotency_key, obtain_job
 from prefect_comet.ledger import JobLedger
@@ -55,7 +56,7 @@ async def create_video(
     logger = get_run_logger()
     key = idempotency_key or default_idempotency_key(request)
     ledger = JobLedger(ledger_uri) if ledger_uri else None
-    async with resolve_credentials(credentials).get_client() as client:
+    async with shared_client(credentials) as client:
         job = await obtain_job(
             client, request, idempotency_key=key, ledger=ledger, if_outcome_unknown=if_outcome_unknown
         )
@@ -100,7 +101,7 @@ async def wait_for_video(
         if seen.raw_status != last_status:  # log status changes only, not every progress tick
             last_status = seen.raw_status
             logger.info("Job %s is %s (%s%%).", seen.task_id, seen.raw_status, seen.progress)
-    async with resolve_credentials(credentials).get_client() as client:
+    async with shared_client(credentials) as client:
         return await poll_until_terminal(
             client, job, timeout_seconds=timeout_seconds, policy=policy, on_update=on_update
         )
@@ -130,7 +131,7 @@ async def persist_video(
         ```
     """
     logger = get_run_logger()
-    async with resolve_credentials(credentials).get_client() as client:
+    async with shared_client(credentials) as client:
         stored = await store_videos(client, job, destination, max_bytes=max_video_bytes)
     logger.info(
         "Stored %s (%s bytes, %sx%s, %s s, sha256 %s).",
