@@ -21,7 +21,10 @@ class PollPolicy:
     """How often to look at a running job.
 
     The interval starts short (fast jobs are seen quickly) and grows to a cap (long
-    jobs cost few requests). A server hint (`openai-poll-after-ms`) wins when sent.
+    jobs cost few requests). Once the server's progress rises, the finish is estimated
+    from its rate and the wait is half the estimated remaining time (within
+    `initial_interval` and `max_interval`), so the end is seen soon after it comes.
+    A server hint (`openai-poll-after-ms`) wins when sent.
 
     Args:
         initial_interval: Seconds before the second look.
@@ -71,6 +74,7 @@ async def poll_until_terminal(
     interval = policy.initial_interval
     unknown_since: float | None = None
     last = job
+    eta = _FinishEstimate()
     while True:
         hint = None
         try:
@@ -83,6 +87,7 @@ async def poll_until_terminal(
                 on_update(seen)
             last = seen
         now = time.monotonic()
+        eta.observe(now, seen.progress)
         if seen.status is VideoStatus.SUCCEEDED:
             return seen
         if seen.status is VideoStatus.FAILED:
@@ -106,8 +111,37 @@ async def poll_until_terminal(
                 task_id=job.task_id,
                 last_status=seen.raw_status or seen.status.value,
             )
-        await asyncio.sleep(min(hint if hint is not None else interval, deadline - now))
+        remaining = eta.remaining(now)
+        wait = interval
+        if remaining is not None:
+            wait = min(max(remaining / 2, policy.initial_interval), policy.max_interval)
+        await asyncio.sleep(min(hint if hint is not None else wait, deadline - now))
         interval = min(interval * policy.backoff, policy.max_interval)
+
+
+class _FinishEstimate:
+    """Estimate when a job ends from how fast its progress has risen so far."""
+
+    def __init__(self) -> None:
+        self._first: tuple[float, int] | None = None
+        self._latest: tuple[float, int] | None = None
+
+    def observe(self, now: float, progress: int | None) -> None:
+        if progress is None or progress <= 0:
+            return
+        if self._first is None:
+            self._first = (now, progress)
+        self._latest = (now, progress)
+
+    def remaining(self, now: float) -> float | None:
+        """Seconds until 100 %, or None while the rate is unknown."""
+        if self._first is None or self._latest is None:
+            return None
+        (t0, p0), (t1, p1) = self._first, self._latest
+        if p1 <= p0 or t1 <= t0:
+            return None
+        rate = (p1 - p0) / (t1 - t0)
+        return max(0.0, (100 - p1) / rate - (now - t1))
 
 
 def _carry_over(created: VideoJob, seen: VideoJob) -> VideoJob:

@@ -235,3 +235,16 @@ async def test_task_ids_are_quoted_into_paths(client):
     route = respx.get(f"{BASE}/v1/videos/..%2Fx").respond(200, json={"id": "ok_1", "status": "queued"})
     await OmniProvider().retrieve(client, "../x")
     assert route.call_count == 1
+
+
+def test_finish_estimate_follows_the_rate_of_progress():
+    from prefect_comet.waiting import _FinishEstimate
+
+    eta = _FinishEstimate()
+    eta.observe(0.0, None)
+    eta.observe(10.0, 10)
+    assert eta.remaining(10.0) is None  # one point gives no rate
+    eta.observe(20.0, 20)
+    assert eta.remaining(20.0) == pytest.approx(80.0)
+    assert eta.remaining(50.0) == pytest.approx(50.0)
+    assert eta.remaining(200.0) == 0.0
