@@ -82,6 +82,7 @@ async def generate_videos(
     poll_interval_seconds: float = 2.0,
     max_poll_interval_seconds: float = 15.0,
     max_video_bytes: int = DEFAULT_MAX_BYTES,
+    strict_output: bool = False,
 ) -> BatchResult:
     """Generate many videos with at most `max_in_flight` jobs running at once.
 
@@ -111,6 +112,9 @@ async def generate_videos(
         poll_interval_seconds: The first poll interval of each job.
         max_poll_interval_seconds: The largest poll interval.
         max_video_bytes: Refuse result files larger than this.
+        strict_output: Fail (with `OutputMismatchError`) when the stored video's frame or
+            duration differs from the request; by default it is a logged warning and a
+            flag in the summary artifact.
 
     Returns:
         Every job's outcome and the manifest's URI.
@@ -139,6 +143,7 @@ async def generate_videos(
         poll_interval_seconds=poll_interval_seconds,
         max_poll_interval_seconds=max_poll_interval_seconds,
         max_video_bytes=max_video_bytes,
+        strict_output=strict_output,
     )
     runner = FlowRunContext.get().task_runner
     if isinstance(runner, ThreadPoolTaskRunner):

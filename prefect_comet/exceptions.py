@@ -99,5 +99,9 @@ class InvalidContentError(CometAPIError):
     """The downloaded bytes are not the video promised (not MP4, wrong size, JSON body)."""
 
 
+class OutputMismatchError(CometAPIError):
+    """The stored video is not what was asked for (frame, duration) and strict output was on."""
+
+
 class ResponseFormatError(CometAPIError):
     """The server answered something that is not the documented JSON shape."""

@@ -23,6 +23,7 @@ async def generate_video(
     poll_interval_seconds: float = 2.0,
     max_poll_interval_seconds: float = 15.0,
     max_video_bytes: int = DEFAULT_MAX_BYTES,
+    strict_output: bool = False,
 ) -> StoredVideo:
     """Generate one video and store it, verified, under `destination`, paying at most once.
 
@@ -44,6 +45,9 @@ async def generate_video(
         poll_interval_seconds: The first poll interval; it grows towards the cap.
         max_poll_interval_seconds: The largest poll interval.
         max_video_bytes: Refuse result files larger than this.
+        strict_output: Fail (with `OutputMismatchError`) when the stored video's frame or
+            duration differs from the request; by default it is a logged warning and a
+            flag in the summary artifact.
 
     Returns:
         The stored video: URI, SHA-256, size and the frame size and duration read from it.
@@ -69,6 +73,7 @@ async def generate_video(
         poll_interval_seconds=poll_interval_seconds,
         max_poll_interval_seconds=max_poll_interval_seconds,
         max_video_bytes=max_video_bytes,
+        strict_output=strict_output,
     )
     return await produce_video(
         request,

@@ -9,7 +9,7 @@ from prefect.logging import get_run_logger
 
 from prefect_comet.credentials import CometAPICredentials
 from prefect_comet.downloads import DEFAULT_MAX_BYTES
-from prefect_comet.exceptions import GenerationFailedError
+from prefect_comet.exceptions import GenerationFailedError, OutputMismatchError
 from prefect_comet.jobs import IfOutcomeUnknown, record_outcome, stored_for
 from prefect_comet.ledger import JobLedger
 from prefect_comet.models import StoredVideo
@@ -26,6 +26,7 @@ class GenerationOptions:
     poll_interval_seconds: float = 2.0
     max_poll_interval_seconds: float = 15.0
     max_video_bytes: int = DEFAULT_MAX_BYTES
+    strict_output: bool = False
 
 
 async def produce_video(
@@ -57,7 +58,7 @@ async def produce_video(
     stored = stored_for(ledger, idempotency_key)
     if stored is not None:
         get_run_logger().info("Already stored for idempotency key %s: %s", idempotency_key, stored.uri)
-        return stored
+        return _checked(stored, options)
     job = await create_video(
         request,
         credentials,
@@ -80,4 +81,16 @@ async def produce_video(
         raise
     stored = await persist_video(job, destination, credentials, max_video_bytes=options.max_video_bytes)
     record_outcome(ledger, idempotency_key, stored=stored)
+    return _checked(stored, options)
+
+
+def _checked(stored: StoredVideo, options: GenerationOptions) -> StoredVideo:
+    # The video stays stored (it was paid for); strict output only fails the run.
+    if options.strict_output and stored.mismatches:
+        raise OutputMismatchError(
+            f"The video stored at {stored.uri} is not what was asked for: "
+            f"{'; '.join(stored.mismatches)}. What to do: accept it (strict_output=False) "
+            "or change the request.",
+            task_id=stored.task_id,
+        )
     return stored

@@ -13,10 +13,12 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from prefect_comet.checks import output_mismatches
 from prefect_comet.client import CometClient
 from prefect_comet.downloads import CHUNK_BYTES, DEFAULT_MAX_BYTES, download
 from prefect_comet.exceptions import InvalidContentError
 from prefect_comet.models import StoredVideo, VideoJob
+from prefect_comet.poster import store_poster
 from prefect_comet.probe import probe_video
 from prefect_comet.providers import DownloadSource, provider_for
 
@@ -135,16 +137,24 @@ async def _store_one(
     finally:
         if fs.exists(partial):
             fs.rm(partial)
+    uri = uri_for(fs, final)
+    width, height, duration = (probe.width, probe.height, probe.duration_seconds) if probe else (None, None, None)
     return StoredVideo(
-        uri=uri_for(fs, final),
+        uri=uri,
         sha256=downloaded.sha256,
         size_bytes=downloaded.size_bytes,
         task_id=job.task_id,
         provider=job.provider,
         model=job.model,
-        width=probe.width if probe else None,
-        height=probe.height if probe else None,
-        duration_seconds=probe.duration_seconds if probe else None,
+        width=width,
+        height=height,
+        duration_seconds=duration,
+        codec=probe.codec if probe else None,
+        fps=probe.fps if probe else None,
+        poster_uri=store_poster(uri),
+        mismatches=[]
+        if source.output.watermarked
+        else output_mismatches(job.provider, job.request, width=width, height=height, duration_seconds=duration),
         video_id=source.output.video_id,
         watermarked=source.output.watermarked,
         external_task_id=job.external_task_id,

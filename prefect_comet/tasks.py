@@ -10,13 +10,16 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from prefect_comet.artifacts import LiveProgress, publish_video
 from prefect_comet.credentials import CometAPICredentials
-from prefect_comet.pool import shared_client
 from prefect_comet.downloads import DEFAULT_MAX_BYTES
+from prefect_comet.events import emit_video_event
+from prefect_comet.exceptions import GenerationFailedError
 from prefect_comet.jobs import IfOutcomeUnknown, default_idempotency_key, obtain_job
 from prefect_comet.ledger import JobLedger
 from prefect_comet.models import StoredVideo, VideoJob
 from prefect_comet.progress import report_progress
+from prefect_comet.pool import shared_client
 from prefect_comet.providers import VideoRequest
 from prefect_comet.storage import store_videos
 from prefect_comet.waiting import PollPolicy, poll_until_terminal
@@ -61,6 +64,7 @@ async def create_video(
             client, request, idempotency_key=key, ledger=ledger, if_outcome_unknown=if_outcome_unknown
         )
     logger.info("Job %s (%s) for idempotency key %s.", job.task_id, job.provider, key)
+    emit_video_event("created", job)
     return job
 
 
@@ -93,18 +97,29 @@ async def wait_for_video(
     logger = get_run_logger()
     policy = PollPolicy(initial_interval=poll_interval_seconds, max_interval=max_poll_interval_seconds)
 
-    last_status = job.raw_status
+    progress = await LiveProgress.start(job)
+    last = job
 
     def on_update(seen: VideoJob) -> None:
-        nonlocal last_status
+        nonlocal last
         report_progress(seen)
-        if seen.raw_status != last_status:  # log status changes only, not every progress tick
-            last_status = seen.raw_status
+        progress.report(seen)
+        if seen.raw_status != last.raw_status:  # log status changes only, not every progress tick
             logger.info("Job %s is %s (%s%%).", seen.task_id, seen.raw_status, seen.progress)
-    async with shared_client(credentials) as client:
-        return await poll_until_terminal(
-            client, job, timeout_seconds=timeout_seconds, policy=policy, on_update=on_update
-        )
+        last = seen
+
+    try:
+        async with shared_client(credentials) as client:
+            job = await poll_until_terminal(
+                client, job, timeout_seconds=timeout_seconds, policy=policy, on_update=on_update
+            )
+    except GenerationFailedError as error:
+        await progress.finish(last)
+        emit_video_event("failed", last, error=str(error))
+        raise
+    await progress.finish(job)
+    emit_video_event("completed", job)
+    return job
 
 
 @task(name="persist-video", task_run_name="persist-{job.task_id}", cache_policy=NO_CACHE)
@@ -138,4 +153,8 @@ async def persist_video(
         stored.uri, stored.size_bytes, stored.width, stored.height,
         stored.duration_seconds, stored.sha256,
     )
+    for mismatch in stored.mismatches:
+        logger.warning("Task %s: the video is not what was asked for: %s.", stored.task_id, mismatch)
+    await publish_video(stored, job)
+    emit_video_event("persisted", job, stored=stored)
     return stored

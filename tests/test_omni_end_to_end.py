@@ -24,6 +24,7 @@ from prefect_comet.exceptions import (
     AuthenticationError,
     GenerationFailedError,
     MissingAPIKeyError,
+    OutputMismatchError,
     WaitTimeoutError,
 )
 from prefect_comet.probe import probe_video
@@ -198,3 +199,18 @@ async def test_content_redirect_to_signed_storage_is_followed(credentials, tmp_p
         routes = [r.route for r in emu.requests]
     assert routes[-2:] == ["omni.content", "files"]
     assert stored.sha256 == emu.sha256(stored.task_id) == _file_sha256(stored.uri)
+
+
+async def test_square_request_is_flagged_and_strict_output_fails(emulator, credentials, tmp_path):
+    request = OmniVideoRequest(prompt="A square kite", aspect_ratio="1:1")
+
+    stored = await generate_video(request, destination=str(tmp_path / "lenient"), credentials=credentials, **FAST)
+    with pytest.raises(OutputMismatchError, match="1280x720") as caught:
+        await generate_video(
+            request, destination=str(tmp_path / "strict"), credentials=credentials, strict_output=True, **FAST
+        )
+
+    assert stored.mismatches == ["frame: asked for 720x720 (1:1, 720p), got 1280x720"]
+    assert (stored.width, stored.height) == (1280, 720)
+    strict_files = [p.name for p in (tmp_path / "strict").iterdir() if p.suffix == ".mp4"]
+    assert strict_files == [f"{caught.value.task_id}.mp4"]  # paid for, so kept
