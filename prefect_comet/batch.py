@@ -265,9 +265,9 @@ async def _run_on_runner(
 
 
 def _first_done(futures: list[Any]) -> set[Any]:
-    from prefect.futures import wait
+    from prefect.futures import as_completed
 
-    return set(wait(futures, return_when="FIRST_COMPLETED").done)
+    return {next(as_completed(futures))}
 
 
 def _outcome(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from contextlib import ExitStack
-from typing import Awaitable, Callable
+from contextlib import ExitStack, contextmanager
+from typing import Awaitable, Callable, Iterator
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -23,13 +23,8 @@ def run_pipeline(
     with ExitStack() as stack:
         poll_interval = 2.0
         if emulator:
-            from prefect_comet.emulator import CometEmulator
-
-            emu = stack.enter_context(CometEmulator(latency=latency))
-            os.environ["COMETAPI_BASE_URL"] = emu.base_url
-            os.environ["COMETAPI_KEY"] = "sk-emulator"
+            stack.enter_context(emulated_api(latency))
             poll_interval = 0.25
-            print(f"CometAPI emulator at {emu.base_url}")
         progress = stack.enter_context(
             Progress(
                 TextColumn("{task.description}"),
@@ -48,6 +43,25 @@ def run_pipeline(
         progress.update(bar, completed=100)
     report(stored)
     return stored
+
+
+@contextmanager
+def emulated_api(latency: float = 3.0) -> Iterator[str]:
+    """Serve a local CometAPI emulator and point COMETAPI_BASE_URL and COMETAPI_KEY at it.
+
+    Example:
+        ```python
+        with emulated_api(latency=1.0) as base_url:
+            asyncio.run(my_flow())
+        ```
+    """
+    from prefect_comet.emulator import CometEmulator
+
+    with CometEmulator(latency=latency) as emulator:
+        os.environ["COMETAPI_BASE_URL"] = emulator.base_url
+        os.environ["COMETAPI_KEY"] = "sk-emulator"
+        print(f"CometAPI emulator at {emulator.base_url}")
+        yield emulator.base_url
 
 
 def report(stored: StoredVideo) -> None:

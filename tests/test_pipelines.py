@@ -46,3 +46,18 @@ def test_image_to_video_follows_the_picture(tmp_path):
 
     width, height, duration = _frame(path)
     assert (width, height) == (1440, 1080) and abs(duration - 10.0) < 0.2  # the sample is 4:3
+
+
+def test_batch_from_file_stores_every_line_and_a_manifest(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "a kite"}\n{"prompt": "a boat", "aspect_ratio": "9:16"}\n')
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    result = subprocess.run(
+        [sys.executable, "flows/batch_from_file.py", str(prompts), "--emulator", "--destination", str(tmp_path / "out")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    stored = [line.split()[-1] for line in result.stdout.splitlines() if " stored " in line]
+    assert len(stored) == 2 and all(Path(path).exists() for path in stored)
+    assert _frame(Path(stored[1]))[:2] == (720, 1280)
+    assert "Manifest: " in result.stdout

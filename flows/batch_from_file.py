@@ -1,0 +1,76 @@
+"""Batch pipeline: generate a video for every request in a JSONL or CSV file.
+
+The file lives at any fsspec URL (`./prompts.jsonl`, `s3://bucket/prompts.jsonl`), one
+request per line (`{"prompt": "..."}`; Kling fields such as `duration` make it a Kling
+request). The scheduled deployment in deployments/prefect.yaml runs this flow.
+
+    python flows/batch_from_file.py deployments/prompts.jsonl --emulator
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from contextlib import nullcontext
+
+from prefect import flow
+
+from prefect_comet import BatchResult, CometAPICredentials, generate_videos
+from prefect_comet.console import emulated_api
+
+
+@flow(name="batch-from-file")
+async def batch_from_file(
+    prompts_uri: str = "deployments/prompts.jsonl",
+    destination: str = "./videos",
+    credentials_block: str | None = None,
+    max_in_flight: int = 10,
+    allow_partial: bool = True,
+    poll_interval_seconds: float = 2.0,
+) -> BatchResult:
+    """Generate and store a video for every request in a JSONL/CSV file.
+
+    Args:
+        prompts_uri: The JSONL or CSV file of requests, at any fsspec URL.
+        destination: Any fsspec URL or local folder for the videos and the manifest.
+        credentials_block: Name of a saved CometAPI Credentials block; COMETAPI_KEY when empty.
+        max_in_flight: The most jobs running at once.
+        allow_partial: Finish as completed when some jobs fail (the manifest lists them).
+        poll_interval_seconds: First poll interval of each job.
+    """
+    credentials = await CometAPICredentials.aload(credentials_block) if credentials_block else None
+    return await generate_videos(
+        prompts_uri,
+        destination=destination,
+        credentials=credentials,
+        max_in_flight=max_in_flight,
+        allow_partial=allow_partial,
+        poll_interval_seconds=poll_interval_seconds,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Generate a video for every request in a file.")
+    parser.add_argument("prompts_uri", nargs="?", default="deployments/prompts.jsonl")
+    parser.add_argument("--destination", default="./videos")
+    parser.add_argument("--max-in-flight", type=int, default=10)
+    parser.add_argument("--emulator", action="store_true", help="run against a local emulator")
+    args = parser.parse_args(argv)
+    with emulated_api() if args.emulator else nullcontext():
+        poll_interval = 0.25 if args.emulator else 2.0
+        result = asyncio.run(
+            batch_from_file(
+                args.prompts_uri, args.destination, max_in_flight=args.max_in_flight,
+                poll_interval_seconds=poll_interval,
+            )
+        )
+    for outcome in result.outcomes:
+        where = outcome.stored.uri if outcome.stored else outcome.error
+        print(f"{outcome.index:>4} {outcome.status:<7} {where}")
+    print(f"Manifest: {result.manifest_uri}")
+    return 0 if result.failed_count == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
