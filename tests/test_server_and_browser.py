@@ -114,10 +114,8 @@ async def deployed_run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
                     base_job_template=ProcessWorker.get_default_base_job_template(),
                 )
             )
-        # The batch flow may not exist yet; deploy it too once it does.
-        selection = ["--all"] if (ROOT / "flows/batch_from_file.py").exists() else ["--name", "text-to-video"]
         run_cli(
-            [*PREFECT_CLI, "deploy", *selection, "--prefect-file", "deployments/prefect.yaml", "--no-prompt"],
+            [*PREFECT_CLI, "deploy", "--all", "--prefect-file", "deployments/prefect.yaml", "--no-prompt"],
             env=env,
         )
         processes["worker"] = worker = Background(
