@@ -26,7 +26,7 @@ from prefect_comet import (
     StoredVideo,
     generate_video,
 )
-from prefect_comet.console import run_pipeline
+from prefect_comet.console import add_run_arguments, run_pipeline
 
 DEFAULT_PROMPT = "The scene in <<<image_1>>> slowly comes to life"
 
@@ -84,10 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--end-image")
     parser.add_argument("--duration", default="5", choices=["5", "10"])
     parser.add_argument("--mode", default="pro", choices=["std", "pro"])
-    parser.add_argument("--destination", default="./videos")
-    parser.add_argument("--block", help="name of a saved CometAPI Credentials block")
-    parser.add_argument("--emulator", action="store_true", help="run against a local emulator")
-    parser.add_argument("--latency", type=float, default=3.0, help="emulated generation seconds")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     if not args.image and not args.emulator:
         parser.error("give an image path or URL (or --emulator for a sample picture)")

@@ -20,7 +20,7 @@ from typing import Literal
 from prefect import flow
 
 from prefect_comet import CometAPICredentials, OmniVideoRequest, StoredVideo, generate_video
-from prefect_comet.console import run_pipeline
+from prefect_comet.console import add_run_arguments, run_pipeline
 
 DEFAULT_PROMPT = "Ocean waves rolling onto a sandy beach at golden hour"
 
@@ -64,10 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", default="4", choices=["4", "8", "12"])
     parser.add_argument("--aspect-ratio", default="16:9", choices=["16:9", "9:16", "1:1"])
     parser.add_argument("--resolution", default="720p", choices=["720p", "1080p"])
-    parser.add_argument("--destination", default="./videos")
-    parser.add_argument("--block", help="name of a saved CometAPI Credentials block")
-    parser.add_argument("--emulator", action="store_true", help="run against a local emulator")
-    parser.add_argument("--latency", type=float, default=3.0, help="emulated generation seconds")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     run_pipeline(
         lambda poll_interval: text_to_video(

@@ -117,6 +117,15 @@ class CometClient:
         )
         return {"Authorization": f"Bearer {self._api_key}"} if same_origin else {}
 
+    async def _pause_before_retry(
+        self, attempt: int, failure: exc.CometAPIError, retry_after: float | None
+    ) -> None:
+        """Sleep before the next try, or raise `failure` when the tries are used up."""
+        if attempt + 1 >= self.retry.attempts:
+            raise failure
+        rate_limited = isinstance(failure, exc.RateLimitError)
+        await asyncio.sleep(self.retry.delay(attempt, retry_after, rate_limited=rate_limited))
+
     async def get_json(
         self, path: str, *, params: dict[str, str] | None = None, task_id: str | None = None
     ) -> APIResponse:
@@ -145,11 +154,7 @@ class CometClient:
             except _TRANSIENT as error:
                 failure = error
                 retry_after = retry_after_seconds(response.headers)
-            if attempt + 1 >= self.retry.attempts:
-                raise failure
-            await asyncio.sleep(
-                self.retry.delay(attempt, retry_after, rate_limited=isinstance(failure, exc.RateLimitError))
-            )
+            await self._pause_before_retry(attempt, failure, retry_after)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def create(
@@ -205,11 +210,7 @@ class CometClient:
                     listener()
                 failure = error
                 retry_after = retry_after_seconds(response.headers)
-            if attempt + 1 >= self.retry.attempts:
-                raise failure
-            await asyncio.sleep(
-                self.retry.delay(attempt, retry_after, rate_limited=isinstance(failure, exc.RateLimitError))
-            )
+            await self._pause_before_retry(attempt, failure, retry_after)
         raise AssertionError("unreachable")  # pragma: no cover
 
     @asynccontextmanager

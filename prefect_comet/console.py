@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 from contextlib import ExitStack, contextmanager
@@ -10,6 +11,14 @@ from typing import Awaitable, Callable, Iterator
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from prefect_comet import StoredVideo, VideoJob, watch_progress
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every runnable pipeline takes: where to store, which key, which API."""
+    parser.add_argument("--destination", default="./videos")
+    parser.add_argument("--block", help="name of a saved CometAPI Credentials block")
+    parser.add_argument("--emulator", action="store_true", help="run against a local emulator")
+    parser.add_argument("--latency", type=float, default=3.0, help="emulated generation seconds")
 
 
 def run_pipeline(
