@@ -9,6 +9,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
+from prefect.settings import PREFECT_HOME
 
 from prefect_comet.artifacts import LiveProgress, publish_video
 from prefect_comet.credentials import CometAPICredentials
@@ -43,7 +44,8 @@ async def create_video(
         idempotency_key: Jobs are created once per key; by default the key comes from
             the request and the flow run, so retries never pay twice.
         ledger_uri: An fsspec folder recording key → task id (e.g.
-            `s3://bucket/videos/.comet-ledger`); without it only this call dedupes.
+            `s3://bucket/videos/.comet-ledger`; use shared storage when runs may land on
+            other machines). Default: `comet-ledger` under PREFECT_HOME on this machine.
         if_outcome_unknown: When a create may have reached the server without an answer
             and the job cannot be found by key: `"fail"` (raise, pay nothing twice) or
             `"recreate"` (send again).
@@ -58,7 +60,7 @@ async def create_video(
     """
     logger = get_run_logger()
     key = idempotency_key or default_idempotency_key(request)
-    ledger = JobLedger(ledger_uri) if ledger_uri else None
+    ledger = JobLedger(ledger_uri or str(PREFECT_HOME.value() / "comet-ledger"))
     async with shared_client(credentials) as client:
         job = await obtain_job(
             client, request, idempotency_key=key, ledger=ledger, if_outcome_unknown=if_outcome_unknown

@@ -214,3 +214,17 @@ async def test_square_request_is_flagged_and_strict_output_fails(emulator, crede
     assert (stored.width, stored.height) == (1280, 720)
     strict_files = [p.name for p in (tmp_path / "strict").iterdir() if p.suffix == ".mp4"]
     assert strict_files == [f"{caught.value.task_id}.mp4"]  # paid for, so kept
+
+
+async def test_repeating_create_in_one_flow_run_reuses_the_job(emulator, credentials):
+    request = OmniVideoRequest(prompt="once only")
+
+    @flow(retries=0)
+    async def twice() -> tuple[str, str]:
+        first = await create_video(request, credentials)
+        again = await create_video(request, credentials)  # what a task or flow retry does
+        return first.task_id, again.task_id
+
+    first, again = await twice()
+
+    assert first == again and len(emulator.jobs) == 1
