@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -19,7 +20,7 @@ from prefect_comet.downloads import CHUNK_BYTES, DEFAULT_MAX_BYTES, download
 from prefect_comet.exceptions import InvalidContentError
 from prefect_comet.models import StoredVideo, VideoJob
 from prefect_comet.poster import store_poster
-from prefect_comet.probe import probe_video
+from prefect_comet.probe import VideoProbe, probe_video
 from prefect_comet.providers import DownloadSource, provider_for
 
 SIDECAR_SCHEMA = "prefect-comet/video-sidecar@1"
@@ -126,13 +127,13 @@ async def _store_one(
             max_bytes=max_bytes,
         )
         # Read back what storage holds before it becomes visible: a bad write never lands.
-        if sha256_of(fs, partial) != downloaded.sha256:
+        # CPU and disk work runs off the event loop, so other jobs keep polling meanwhile.
+        if await asyncio.to_thread(sha256_of, fs, partial) != downloaded.sha256:
             raise InvalidContentError(
                 f"Storage at {uri_for(fs, final)} did not keep the downloaded bytes intact.",
                 task_id=job.task_id,
             )
-        with fs.open(partial, "rb") as file:
-            probe = probe_video(file, task_id=job.task_id)
+        probe = await asyncio.to_thread(_probe, fs, partial, job.task_id)
         fs.mv(partial, final)
     finally:
         if fs.exists(partial):
@@ -151,7 +152,7 @@ async def _store_one(
         duration_seconds=duration,
         codec=probe.codec if probe else None,
         fps=probe.fps if probe else None,
-        poster_uri=store_poster(uri),
+        poster_uri=await asyncio.to_thread(store_poster, uri),
         mismatches=[]
         if source.output.watermarked
         else output_mismatches(job.provider, job.request, width=width, height=height, duration_seconds=duration),
@@ -159,6 +160,11 @@ async def _store_one(
         watermarked=source.output.watermarked,
         external_task_id=job.external_task_id,
     )
+
+
+def _probe(fs: fsspec.AbstractFileSystem, path: str, task_id: str) -> VideoProbe | None:
+    with fs.open(path, "rb") as file:
+        return probe_video(file, task_id=task_id)
 
 
 def _file_name(stem: str, sources: list[DownloadSource], index: int) -> str:

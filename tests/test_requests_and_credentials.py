@@ -81,3 +81,23 @@ class TestCometAPICredentialsBlock(BlockStandardTestSuite):
     @pytest.mark.skip(reason="downloads the logo from the internet, which tests never need")
     def test_has_a_valid_image(self, block):
         pass
+
+
+async def test_block_registers_from_the_collection_with_its_description():
+    import os
+    import subprocess
+    import sys
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    result = subprocess.run(
+        [sys.executable, "-m", "prefect", "block", "register", "-m", "prefect_comet"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    async with get_client() as client:
+        block_type = await client.read_block_type_by_slug("cometapi-credentials")
+    assert block_type.name == "CometAPI Credentials"
+    assert block_type.description == CometAPICredentials.get_description()
