@@ -12,6 +12,7 @@ import base64
 import hashlib
 import logging
 import re
+import time
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -190,6 +191,10 @@ async def update_progress(artifact_id: UUID | None, job: VideoJob) -> None:
         _warn("Could not update the progress artifact of task %s: %r", job.task_id, error)
 
 
+# At most one progress update per job in this many seconds (finish() always sends).
+MIN_UPDATE_SECONDS = 5.0
+
+
 class LiveProgress:
     """Keeps a job's progress artifact current from a synchronous progress callback.
 
@@ -214,6 +219,7 @@ class LiveProgress:
         self.artifact_id = artifact_id
         self._pending: VideoJob | None = None
         self._sender: asyncio.Task[None] | None = None
+        self._last_report = float("-inf")
 
     @classmethod
     async def start(cls, job: VideoJob) -> LiveProgress:
@@ -245,6 +251,11 @@ class LiveProgress:
         """
         if self.artifact_id is None:
             return
+        # Each update is a server write; a batch of hundreds of jobs must not flood it.
+        now = time.monotonic()
+        if now - self._last_report < MIN_UPDATE_SECONDS and (job.progress or 0) < 100:
+            return
+        self._last_report = now
         self._pending = job
         try:
             if self._sender is None or self._sender.done():
