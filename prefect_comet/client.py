@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,18 +23,29 @@ _TRANSIENT = (exc.RateLimitError, exc.ServerError, exc.ResponseFormatError)
 MAX_REDIRECTS = 5
 
 
+_QUERY = re.compile(r"\?[^\s'\"\])]*")
+
+
 class _RedactURLs(logging.Filter):
-    """httpx logs every request URL at INFO; signed URLs carry secrets in the query."""
+    """httpx logs every request URL at INFO and httpcore raw headers (a redirect's
+    `Location`) at DEBUG; signed URLs carry secrets in their query strings."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = _QUERY.sub("", record.msg)
         if isinstance(record.args, tuple):
             record.args = tuple(
-                redact_url(arg) if isinstance(arg, httpx.URL) else arg for arg in record.args
+                redact_url(arg) if isinstance(arg, httpx.URL)
+                else _QUERY.sub("", arg) if isinstance(arg, str)
+                else arg
+                for arg in record.args
             )
         return True
 
 
-logging.getLogger("httpx").addFilter(_RedactURLs())
+# A filter on a parent logger does not see its children's records: name each one.
+for _name in ("httpx", "httpcore.http11", "httpcore.http2", "httpcore.connection", "httpcore.proxy"):
+    logging.getLogger(_name).addFilter(_RedactURLs())
 
 
 @dataclass(frozen=True)
@@ -151,6 +163,11 @@ class CometClient:
                     "What to do: check the network and base URL, then retry.",
                     task_id=task_id,
                 )
+            except (httpx.TooManyRedirects, httpx.InvalidURL, httpx.DecodingError) as error:
+                raise exc.ResponseFormatError(
+                    f"CometAPI at {redact_url(url)} answered unusably ({type(error).__name__}).",
+                    task_id=task_id,
+                ) from error
             except _TRANSIENT as error:
                 failure = error
                 retry_after = retry_after_seconds(response.headers)

@@ -149,6 +149,11 @@ async def _continue(
             f"The download from {shown} was redirected to a non-http(s) URL; refused.",
             task_id=task_id,
         ) from error
+    except httpx.InvalidURL as error:
+        raise exc.InvalidContentError(
+            f"The download from {shown} was redirected to an unusable, non-http(s) URL; refused.",
+            task_id=task_id,
+        ) from error
     except httpx.TooManyRedirects as error:
         raise exc.InvalidContentError(
             f"The download from {shown} redirected too often; refused.", task_id=task_id

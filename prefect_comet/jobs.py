@@ -14,6 +14,15 @@ from prefect_comet.providers import VideoRequest, provider_for
 from prefect_comet.storage import verify_stored
 
 IfOutcomeUnknown = Literal["fail", "recreate"]
+# Create failures that prove the server did not take the job (the client raises
+# CreateOutcomeUnknownError for everything after sending that proves nothing).
+_REFUSED = (
+    exc.BadRequestError,
+    exc.AuthenticationError,
+    exc.AccountError,
+    exc.RateLimitError,
+    exc.ServerError,
+)
 
 
 def default_idempotency_key(request: VideoRequest) -> str:
@@ -85,12 +94,16 @@ async def obtain_job(
     try:
         job = await provider.create(client, request, idempotency_key=idempotency_key)
     except exc.CreateOutcomeUnknownError as error:
-        found = await _look_up(client, request, idempotency_key)
-        if found is None and if_outcome_unknown == "fail":
+        # "recreate" replaces an earlier unknown outcome once; this send's own unknown
+        # outcome is never resent on the spot, or one call could pay twice.
+        job = await _look_up(client, request, idempotency_key)
+        if job is None:
             raise _unknown(idempotency_key, str(error)) from error
-        job = found or await provider.create(client, request, idempotency_key=idempotency_key)
-    except Exception:
-        if ledger:  # any other failure proves the server did not take the job
+    except exc.ResponseFormatError as error:
+        # HTTP 200 with an unusable body: the server took (and bills) the job.
+        raise _unknown(idempotency_key, f"the server accepted it but answered: {error}") from error
+    except _REFUSED:
+        if ledger:  # a refusal proves the server did not take the job
             ledger.forget(idempotency_key)
         raise
     return _remember(ledger, record, job)

@@ -77,10 +77,15 @@ async def poll_until_terminal(
     eta = _FinishEstimate()
     while True:
         hint = None
+        trouble: exc.CometAPIError | None = None
         try:
             seen, hint = await provider.retrieve(client, job.task_id)
-        except _PASSING:
-            seen = last  # keep waiting; the deadline bounds an outage
+            if seen.task_id != job.task_id:  # never adopt another task's answer (and video)
+                raise exc.ResponseFormatError(
+                    f"A status answer for task {job.task_id} named another task.", task_id=job.task_id
+                )
+        except _PASSING as error:
+            seen, trouble = last, error  # keep waiting; the deadline bounds an outage
         else:
             seen = _carry_over(job, seen)
             if (seen.status, seen.progress) != (last.status, last.progress) and on_update:
@@ -104,10 +109,11 @@ async def poll_until_terminal(
                 task_id=job.task_id,
             )
         if now >= deadline:
+            cause = f" The last answer was unusable: {trouble}" if trouble else ""
             raise exc.WaitTimeoutError(
                 f"The job did not finish within {timeout_seconds:g} s; last status "
                 f"{seen.raw_status or seen.status.value!r}. It may still finish: resume with "
-                "wait_for_video using this task id.",
+                f"wait_for_video using this task id.{cause}",
                 task_id=job.task_id,
                 last_status=seen.raw_status or seen.status.value,
             )

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Ledgers kept under PREFECT_HOME must not leak between test sessions (or into ~/.prefect).
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-comet-tests-")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 import pytest

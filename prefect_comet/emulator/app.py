@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from . import routes_kling, routes_omni
-from .faults import bend_after, respond_before
+from .faults import REDIRECT_LOOP_PATH, bend_after, respond_before
 from .files import serve_file
 from .models import RecordedRequest
 from .responses import gateway_error, unauthorized
@@ -38,6 +38,11 @@ def _files(state: EmulatorState, request: Request, fault: str | None, task_id: s
     if found is None:
         return gateway_error(404, "file not found", type="invalid_request_error", code="not_found")
     return serve_file(request, found.path, found.size, found.sha256)
+
+
+def _redirect_loop(state: EmulatorState, request: Request, fault: str | None, hop: str) -> Response:
+    """`GET /redirect-loop/{n}`: a redirect to hop n+1, forever (where `redirect_loop` leads)."""
+    return Response(302, [("location", f"{REDIRECT_LOOP_PATH}/{int(hop) + 1}")])
 
 
 _ID = r"(?P<task_id>[^/]+)"
@@ -70,6 +75,13 @@ ROUTES = [
         re.compile(rf"/files/{_ID}/(?P<name>[^/]+)\.mp4"),
         frozenset({"GET", "HEAD"}),
         _files,
+        needs_key=False,
+    ),
+    Route(
+        "redirect_loop",
+        re.compile(rf"{REDIRECT_LOOP_PATH}/(?P<hop>\d+)"),
+        frozenset({"GET", "HEAD"}),
+        _redirect_loop,
         needs_key=False,
     ),
 ]
@@ -120,6 +132,6 @@ def make_handler(state: EmulatorState) -> Callable[[Request], Awaitable[Response
             response = unauthorized()
         else:
             response = route.handler(state, request, fault.kind if fault else None, **params)
-        return bend_after(fault, response) if fault is not None else response
+        return bend_after(fault, response, state.jobs.keys()) if fault is not None else response
 
     return handle

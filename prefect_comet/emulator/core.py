@@ -172,6 +172,10 @@ class CometEmulator:
         job, video = self._video(task_id, video_id)
         return self._live.file_url(job, video, watermarked, ttl)
 
+    def issued_signatures(self) -> list[str]:
+        """Every URL signature this emulator handed out (in answers or via `signed_url`)."""
+        return list(self._live.signer.issued)
+
     # -- faults ------------------------------------------------------------
     def add_fault(self, route: str, kind: str, times: int = 1, **opts: Any) -> None:
         """Script `kind` for the next `times` requests to `route` (consumed in order)."""

@@ -1,7 +1,21 @@
-"""Scripted and random fault injection, and how each fault bends a response."""
+"""Scripted and random fault injection, and how each fault bends a response.
+
+Besides the transient kinds (HTTP errors, dropped connections, cut bodies) there are hostile
+ones, for tests that a client refuses what a broken or malicious server sends:
+
+- `hostile_id` (create and status routes): the task id in the JSON answer becomes
+  `opts["task_id"]` (default `../../x`); the job itself is created/read as usual.
+- `redirect` (body routes): `302` to `opts["location"]` (e.g. `file:///etc/passwd`).
+- `redirect_loop` (body routes): `302` into an endless chain of redirects.
+- `content_type` (body routes): the answer claims `opts["content_type"]` (default
+  `text/html`); with `opts["body"]` that body replaces the video.
+- `not_mp4` (body routes): a body of the same length that is not an MP4.
+- `no_length` (body routes): no `Content-Length` (chunked), so only counting bytes tells the size.
+"""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections import deque
@@ -21,16 +35,23 @@ HTTP_ERRORS = {"http_429": 429, "http_500": 500, "http_502": 502, "http_503": 50
 COMMON_KINDS = frozenset({*HTTP_ERRORS, "reset_before", "reset_after"})
 # What `set_fault_rate` draws from unless told otherwise.
 TRANSIENT_KINDS = COMMON_KINDS | {"truncate"}
-ALL_KINDS = TRANSIENT_KINDS | {"slow", "malformed_json", "unknown_status"}
+# Hostile answers: never drawn at random unless asked for by `kinds`.
+HOSTILE_JSON_KINDS = frozenset({"hostile_id"})
+HOSTILE_BODY_KINDS = frozenset({"redirect", "redirect_loop", "content_type", "not_mp4", "no_length"})
+ALL_KINDS = (
+    TRANSIENT_KINDS | {"slow", "malformed_json", "unknown_status"} | HOSTILE_JSON_KINDS | HOSTILE_BODY_KINDS
+)
+# Where `redirect_loop` sends a client: every hop answers a redirect to the next one.
+REDIRECT_LOOP_PATH = "/redirect-loop"
 
 
 def applicable_kinds(route: str) -> frozenset[str]:
     """Fault kinds that make sense for `route`."""
     kinds = set(COMMON_KINDS)
     if route in _BODY_ROUTES:
-        kinds |= {"truncate", "slow"}
+        kinds |= {"truncate", "slow", *HOSTILE_BODY_KINDS}
     if route in _JSON_ROUTES:
-        kinds.add("malformed_json")
+        kinds |= {"malformed_json", *HOSTILE_JSON_KINDS}
     if route in _STATUS_ROUTES:
         kinds.add("unknown_status")
     return frozenset(kinds)
@@ -97,7 +118,7 @@ class FaultPlan:
         if route is None:
             return None
         with self._lock:
-            queue = self._scripted[route]
+            queue = self._scripted.get(route)
             if queue:
                 entry = queue[0]
                 entry.remaining -= 1
@@ -114,6 +135,10 @@ def respond_before(fault: Fault, route: str) -> Response | None:
     """A response replacing the route entirely (errors, reset_before), else None."""
     if fault.kind == "reset_before":
         return Response(0, abort=True)
+    if fault.kind == "redirect":
+        return Response(302, [("location", str(fault.opts.get("location", "file:///etc/passwd")))])
+    if fault.kind == "redirect_loop":
+        return Response(302, [("location", f"{REDIRECT_LOOP_PATH}/1")])
     status = HTTP_ERRORS.get(fault.kind)
     if status is None:
         return None
@@ -127,8 +152,32 @@ def respond_before(fault: Fault, route: str) -> Response | None:
     return gateway_error(status, f"Emulated upstream error {status}", code="upstream_error")
 
 
-def bend_after(fault: Fault, response: Response) -> Response:
-    """Apply faults that act once the route has done its work."""
+def bend_after(fault: Fault, response: Response, task_ids: Iterable[str] = ()) -> Response:
+    """Apply faults that act once the route has done its work.
+
+    `task_ids` are the ids a `hostile_id` fault may replace (the emulator's jobs).
+    """
+    if fault.kind == "hostile_id":
+        return _with_hostile_id(response, set(task_ids), str(fault.opts.get("task_id", "../../x")))
+    if fault.kind in ("content_type", "not_mp4", "no_length") and not 200 <= response.status < 300:
+        return response  # an error answer stays what it is
+    if fault.kind == "content_type":
+        content_type = str(fault.opts.get("content_type", "text/html"))
+        headers = [(k, v) for k, v in response.headers if k != "content-type"]
+        body = fault.opts.get("body")
+        if body is None:
+            response.headers = [("content-type", content_type), *headers]
+            return response
+        data = body.encode() if isinstance(body, str) else bytes(body)
+        headers = [(k, v) for k, v in headers if k not in ("content-range", "etag", "accept-ranges")]
+        return Response(200, [("content-type", content_type), *headers], data)
+    if fault.kind == "not_mp4":
+        filler = b"<!doctype html><html><body>This is not a video.</body></html>\n"
+        data = (filler * (response.length // len(filler) + 1))[: max(response.length, len(filler))]
+        return Response(response.status, response.headers, data)
+    if fault.kind == "no_length":
+        response.omit_length = True
+        return response
     if fault.kind == "reset_after":
         response.abort = True
     elif fault.kind == "truncate":
@@ -143,3 +192,25 @@ def bend_after(fault: Fault, response: Response) -> Response:
             200, [("content-type", "application/json"), *headers], body[: max(1, len(body) // 2)] + b'{"'
         )
     return response
+
+
+def _with_hostile_id(response: Response, task_ids: set[str], hostile: str) -> Response:
+    """The JSON answer with every task id (under an `id`/`task_id` key) replaced by `hostile`."""
+    try:
+        payload = json.loads(response.body)
+    except ValueError:
+        return response
+
+    def swap(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                key: hostile if key in ("id", "task_id") and isinstance(value, str) and value in task_ids
+                else swap(value)
+                for key, value in node.items()
+            }
+        if isinstance(node, list):
+            return [swap(item) for item in node]
+        return node
+
+    body = json.dumps(swap(payload), separators=(",", ":")).encode()
+    return Response(response.status, response.headers, body)

@@ -19,6 +19,7 @@ class Signer:
 
     def __init__(self) -> None:
         self._secret = secrets.token_bytes(32)
+        self.issued: list[str] = []  # every signature handed out, for leak checks
 
     def signature(self, path: str, expires: int) -> str:
         """Hex HMAC-SHA256 over path and expiry."""
@@ -27,7 +28,9 @@ class Signer:
     def url(self, base_url: str, path: str, ttl: float) -> str:
         """Absolute signed URL valid for `ttl` seconds."""
         expires = int(time.time() + ttl)
-        query = urlencode({"expires": expires, "signature": self.signature(path, expires)})
+        signature = self.signature(path, expires)
+        self.issued.append(signature)
+        query = urlencode({"expires": expires, "signature": signature})
         return f"{base_url}{path}?{query}"
 
     def problem(self, path: str, query: dict[str, str]) -> str | None:

@@ -60,6 +60,7 @@ class Response:
     truncate: bool = False  # full Content-Length, about half the body, then close
     chunk_delay: float = 0.0  # > 0: send the body in small chunks with this pause
     chunk_size: int = 16 * 1024
+    omit_length: bool = False  # no Content-Length: the body goes chunked
 
     @property
     def length(self) -> int:
@@ -190,7 +191,9 @@ async def _read_request(
 
 
 def _head(conn: h11.Connection, response: Response) -> bytes:
-    headers = [*response.headers, ("content-length", str(response.length))]
+    headers = list(response.headers)
+    if not response.omit_length:
+        headers.append(("content-length", str(response.length)))
     try:
         phrase = HTTPStatus(response.status).phrase
     except ValueError:
