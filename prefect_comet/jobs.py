@@ -41,6 +41,8 @@ def default_idempotency_key(request: VideoRequest) -> str:
     scope = flow_run.get_id() or task_run.get_id() or uuid.uuid4().hex
     fingerprint = request_fingerprint({"scope": str(scope), "request": request.model_dump(mode="json")})
     return f"auto-{fingerprint[:40]}"
+
+
 # A job that was just created may take a moment to show up in a lookup by key.
 _LOOKUP_DELAYS = (0.0, 1.0, 3.0)
 
@@ -58,8 +60,10 @@ async def obtain_job(
     The ledger records the intent before the request is sent and the task id as soon as
     it is known. When a create may have reached the server without an answer, the job is
     looked up by key where the API allows it (Kling: `external_task_id`); otherwise
-    `if_outcome_unknown` decides: `"fail"` raises `CreateOutcomeUnknownError` (the
-    default; nothing is paid twice), `"recreate"` sends the request again.
+    `if_outcome_unknown` decides for a key whose earlier create ended that way: `"fail"`
+    raises `CreateOutcomeUnknownError` (the default; nothing is paid twice), `"recreate"`
+    sends the request once more. A send whose own outcome is unknown is never repeated
+    on the spot.
 
     Args:
         client: The API client.
