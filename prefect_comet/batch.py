@@ -83,6 +83,7 @@ async def generate_videos(
     max_poll_interval_seconds: float = 15.0,
     max_video_bytes: int = DEFAULT_MAX_BYTES,
     strict_output: bool = False,
+    per_job_artifacts: bool = False,
 ) -> BatchResult:
     """Generate many videos with at most `max_in_flight` jobs running at once.
 
@@ -115,6 +116,8 @@ async def generate_videos(
         strict_output: Fail (with `OutputMismatchError`) when the stored video's frame or
             duration differs from the request; by default it is a logged warning and a
             flag in the summary artifact.
+        per_job_artifacts: Also publish each job's progress, summary and link artifacts
+            (off by default: each is a server write, and the batch's table lists every job).
 
     Returns:
         Every job's outcome and the manifest's URI.
@@ -144,6 +147,7 @@ async def generate_videos(
         max_poll_interval_seconds=max_poll_interval_seconds,
         max_video_bytes=max_video_bytes,
         strict_output=strict_output,
+        per_job_artifacts=per_job_artifacts,
     )
     runner = FlowRunContext.get().task_runner
     if isinstance(runner, ThreadPoolTaskRunner):
@@ -313,6 +317,7 @@ async def _publish_table(result: BatchResult) -> None:
             "prompt": (outcome.prompt or "")[:60],
             "task id": outcome.stored.task_id if outcome.stored else "",
             "uri": outcome.stored.uri if outcome.stored else "",
+            "mismatch": "; ".join(outcome.stored.mismatches) if outcome.stored else "",
             "error": (outcome.error or "")[:120],
         }
         for outcome in result.outcomes

@@ -27,6 +27,8 @@ class GenerationOptions:
     max_poll_interval_seconds: float = 15.0
     max_video_bytes: int = DEFAULT_MAX_BYTES
     strict_output: bool = False
+    # Per-job artifacts cost server writes; a batch shows its manifest table instead.
+    per_job_artifacts: bool = True
 
 
 async def produce_video(
@@ -75,11 +77,18 @@ async def produce_video(
             timeout_seconds=options.timeout_seconds,
             poll_interval_seconds=options.poll_interval_seconds,
             max_poll_interval_seconds=options.max_poll_interval_seconds,
+            publish_artifacts=options.per_job_artifacts,
         )
     except GenerationFailedError as error:
         record_outcome(ledger, idempotency_key, error=str(error))
         raise
-    stored = await persist_video(job, destination, credentials, max_video_bytes=options.max_video_bytes)
+    stored = await persist_video(
+        job,
+        destination,
+        credentials,
+        max_video_bytes=options.max_video_bytes,
+        publish_artifacts=options.per_job_artifacts,
+    )
     record_outcome(ledger, idempotency_key, stored=stored)
     return _checked(stored, options)
 

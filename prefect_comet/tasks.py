@@ -78,6 +78,7 @@ async def wait_for_video(
     timeout_seconds: float = 1800.0,
     poll_interval_seconds: float = 2.0,
     max_poll_interval_seconds: float = 15.0,
+    publish_artifacts: bool = True,
 ) -> VideoJob:
     """Poll a job until it succeeds, fails or the deadline passes.
 
@@ -87,6 +88,7 @@ async def wait_for_video(
         timeout_seconds: The overall deadline.
         poll_interval_seconds: The first interval; it grows towards the cap.
         max_poll_interval_seconds: The largest interval.
+        publish_artifacts: Keep a progress artifact current while waiting.
 
     Returns:
         The succeeded job.
@@ -99,7 +101,7 @@ async def wait_for_video(
     logger = get_run_logger()
     policy = PollPolicy(initial_interval=poll_interval_seconds, max_interval=max_poll_interval_seconds)
 
-    progress = await LiveProgress.start(job)
+    progress = await LiveProgress.start(job) if publish_artifacts else LiveProgress(None)
     last = job
 
     def on_update(seen: VideoJob) -> None:
@@ -130,6 +132,7 @@ async def persist_video(
     destination: str = "./videos",
     credentials: CometAPICredentials | None = None,
     max_video_bytes: int = DEFAULT_MAX_BYTES,
+    publish_artifacts: bool = True,
 ) -> StoredVideo:
     """Stream a finished job's videos into fsspec storage, verified, with a JSON sidecar.
 
@@ -138,6 +141,7 @@ async def persist_video(
         destination: Any fsspec URL or local folder (`./videos`, `s3://bucket/prefix`).
         credentials: The CometAPI block; `COMETAPI_KEY` is used when omitted.
         max_video_bytes: Refuse result files larger than this.
+        publish_artifacts: Publish the summary and link artifacts of the video.
 
     Returns:
         The stored video (further files of the job in `extras`).
@@ -157,6 +161,7 @@ async def persist_video(
     )
     for mismatch in stored.mismatches:
         logger.warning("Task %s: the video is not what was asked for: %s.", stored.task_id, mismatch)
-    await publish_video(stored, job)
+    if publish_artifacts:
+        await publish_video(stored, job)
     emit_video_event("persisted", job, stored=stored)
     return stored
