@@ -39,15 +39,18 @@ _ADVICE: dict[type[exc.CometAPIError], str] = {
 def redact_url(url: str | httpx.URL) -> str:
     """Drop query string, fragment and user info: signed URLs carry secrets there.
 
+    Works for URLs, fsspec URIs and local paths alike.
+
     Example:
         ```python
-        redact_url("https://cdn.example/v.mp4?signature=abc")  # "https://cdn.example/v.mp4"
+        redact_url("https://user:pw@cdn.example/v.mp4?signature=abc")  # "https://cdn.example/v.mp4"
         ```
     """
-    parts = urlsplit(str(url))
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    text = str(url)
+    parts = urlsplit(text)
+    if not parts.scheme or len(parts.scheme) == 1:  # a local path (or a Windows drive)
+        return text.split("?", 1)[0].split("#", 1)[0]
+    host = parts.netloc.rsplit("@", 1)[-1]
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 

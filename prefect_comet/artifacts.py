@@ -15,7 +15,6 @@ import re
 import time
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
 import fsspec
@@ -28,6 +27,7 @@ from prefect.artifacts import (
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_logger, get_run_logger
 
+from prefect_comet._responses import redact_url
 from prefect_comet.models import StoredVideo, VideoJob, VideoStatus
 
 # Data URLs bloat the artifact row and the page; larger posters are left out.
@@ -316,7 +316,7 @@ async def publish_video(stored: StoredVideo, job: VideoJob) -> None:
     try:
         await acreate_link_artifact(
             link=_link_target(stored.uri),
-            link_text=public_uri(stored.uri),
+            link_text=redact_url(stored.uri),
             key=file_key(stored.task_id),
             description=f"The stored MP4 of {job.provider} task `{stored.task_id}`",
         )
@@ -358,7 +358,7 @@ def summary_markdown(stored: StoredVideo, job: VideoJob, *, poster: bytes | None
     if stored.external_task_id:
         lines.append(f"- **External task id**: `{_code(stored.external_task_id)}`")
     lines += [
-        f"- **Storage**: `{_code(public_uri(stored.uri))}`",
+        f"- **Storage**: `{_code(redact_url(stored.uri))}`",
         "",
         "### Requested vs observed",
         "",
@@ -385,13 +385,13 @@ def summary_markdown(stored: StoredVideo, job: VideoJob, *, poster: bytes | None
             "|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| `{_code(public_uri(extra.uri)).replace('|', '%7C')}` | {'yes' if extra.watermarked else 'no'} | "
+            f"| `{_code(redact_url(extra.uri)).replace('|', '%7C')}` | {'yes' if extra.watermarked else 'no'} | "
             f"{_frame(extra)} | {_seconds(extra.duration_seconds)} | {_size(extra.size_bytes)} | "
             f"`{extra.sha256}` |"
             for extra in stored.extras
         ]
     if stored.metadata_uri:
-        lines += ["", f"Sidecar: `{_code(public_uri(stored.metadata_uri))}`"]
+        lines += ["", f"Sidecar: `{_code(redact_url(stored.metadata_uri))}`"]
     return "\n".join(lines) + "\n"
 
 
@@ -404,7 +404,7 @@ def _percent(job: VideoJob) -> float:
 def _all_mismatches(stored: StoredVideo) -> list[str]:
     found = list(stored.mismatches)
     for extra in stored.extras:
-        name = Path(public_uri(extra.uri)).name
+        name = Path(redact_url(extra.uri)).name
         found += [f"{name}: {mismatch}" for mismatch in extra.mismatches]
     return found
 
@@ -448,30 +448,9 @@ def _elapsed(job: VideoJob) -> str:
     return f"{(job.completed_at - job.created_at).total_seconds():g} s"
 
 
-def public_uri(uri: str) -> str:
-    """A URI fit to show: without query string, fragment or user info (they may hold secrets).
-
-    Args:
-        uri: An fsspec URL or local path.
-
-    Returns:
-        The same location, minus anything that may carry credentials.
-
-    Example:
-        ```python
-        public_uri("https://user:pw@host/v.mp4?sig=abc")  # "https://host/v.mp4"
-        ```
-    """
-    parts = urlsplit(uri)
-    if not parts.scheme or len(parts.scheme) == 1:  # a local path (or a Windows drive)
-        return uri.split("?", 1)[0].split("#", 1)[0]
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 def _link_target(uri: str) -> str:
     """Where the link artifact points: a `file://` URL for local files, the URI otherwise."""
-    public = public_uri(uri)
+    public = redact_url(uri)
     if "://" in public:
         return public
     return Path(public).resolve().as_uri()
@@ -484,7 +463,7 @@ def _read_poster(poster_uri: str | None) -> bytes | None:
         with fsspec.open(poster_uri, "rb") as file:
             data = file.read(MAX_INLINE_POSTER_BYTES + 1)
     except Exception as error:
-        _warn("Could not read the poster %s: %r", public_uri(poster_uri), error)
+        _warn("Could not read the poster %s: %r", redact_url(poster_uri), error)
         return None
     return data if data and len(data) <= MAX_INLINE_POSTER_BYTES else None
 

@@ -16,6 +16,7 @@ from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
+from prefect_comet._atomic import write_atomically
 from prefect_comet.batch_inputs import BatchItem, load_batch
 from prefect_comet.credentials import CometAPICredentials
 from prefect_comet.downloads import DEFAULT_MAX_BYTES
@@ -301,9 +302,7 @@ def _write_manifest(destination: str, outcomes: list[JobOutcome]) -> str:
     fs.makedirs(root, exist_ok=True)
     path = f"{root.rstrip('/')}/manifest-{stamp}-{run}.jsonl"
     lines = "".join(outcome.model_dump_json() + "\n" for outcome in outcomes)
-    with fs.open(f"{path}.partial", "wb") as file:
-        file.write(lines.encode())
-    fs.mv(f"{path}.partial", path)
+    write_atomically(fs, path, lines.encode())
     return uri_for(fs, path)
 
 

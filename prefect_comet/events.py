@@ -13,7 +13,8 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.events import emit_event
 from prefect.logging import get_logger
 
-from prefect_comet.artifacts import public_uri, short_prompt
+from prefect_comet._responses import redact_url
+from prefect_comet.artifacts import short_prompt
 from prefect_comet.models import StoredVideo, VideoJob
 
 VideoEventKind = Literal["created", "completed", "failed", "persisted"]
@@ -122,7 +123,7 @@ def _payload(job: VideoJob, stored: StoredVideo | None, error: str | None) -> di
     }
     if stored is not None:
         payload.update(
-            uri=public_uri(stored.uri),
+            uri=redact_url(stored.uri),
             sha256=stored.sha256,
             size_bytes=stored.size_bytes,
             width=stored.width,
@@ -130,6 +131,6 @@ def _payload(job: VideoJob, stored: StoredVideo | None, error: str | None) -> di
             duration_seconds=stored.duration_seconds,
             codec=stored.codec,
             mismatches=stored.mismatches or None,
-            extras=[public_uri(extra.uri) for extra in stored.extras] or None,
+            extras=[redact_url(extra.uri) for extra in stored.extras] or None,
         )
     return {name: value for name, value in payload.items() if value is not None}

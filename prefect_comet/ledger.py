@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 import fsspec
 from pydantic import BaseModel, Field
 
+from prefect_comet._atomic import write_atomically
 from prefect_comet.models import StoredVideo
 
 LEDGER_FOLDER = ".comet-ledger"
@@ -93,11 +93,7 @@ class JobLedger:
         """Write a record atomically (temporary name, then move) and return it."""
         record = record.model_copy(update={"updated_at": datetime.now(timezone.utc)})
         self._fs.makedirs(self._root, exist_ok=True)
-        path = self._path(record.key)
-        partial = f"{path}.partial-{uuid.uuid4().hex[:12]}"
-        with self._fs.open(partial, "wb") as file:
-            file.write(record.model_dump_json(indent=2).encode())
-        self._fs.mv(partial, path)
+        write_atomically(self._fs, self._path(record.key), record.model_dump_json(indent=2).encode())
         return record
 
     def forget(self, key: str) -> None:

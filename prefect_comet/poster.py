@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
-import uuid
 from typing import IO
 
 import fsspec
 from prefect.logging import get_logger
+
+from prefect_comet._atomic import write_atomically
 
 try:
     import av
@@ -100,11 +101,7 @@ def store_poster(video_uri: str, *, max_width: int = 320) -> str | None:
             return None
         stem = path[: -len(".mp4")] if path.lower().endswith(".mp4") else path
         poster_path = f"{stem}.jpg"
-        # Written under a temporary name first, so a reader never sees half a JPEG.
-        partial = f"{poster_path}.partial-{uuid.uuid4().hex[:12]}"
-        with fs.open(partial, "wb") as file:
-            file.write(jpeg)
-        fs.mv(partial, poster_path)
+        write_atomically(fs, poster_path, jpeg)
         return fs.unstrip_protocol(poster_path) if "://" in video_uri else poster_path
     except Exception as error:
         _logger.warning("Could not store a poster for %s: %r", video_uri.split("?", 1)[0], error)

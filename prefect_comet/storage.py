@@ -14,6 +14,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from prefect_comet._atomic import write_atomically
 from prefect_comet.checks import output_mismatches
 from prefect_comet.client import CometClient
 from prefect_comet.downloads import CHUNK_BYTES, DEFAULT_MAX_BYTES, download
@@ -103,7 +104,7 @@ async def store_videos(
         },
         "videos": [video.model_dump(mode="json", exclude={"extras"}) for video in videos],
     }
-    _write_atomically(fs, sidecar_path, json.dumps(sidecar, indent=2).encode())
+    write_atomically(fs, sidecar_path, json.dumps(sidecar, indent=2).encode())
     return videos[0].model_copy(update={"extras": videos[1:]})
 
 
@@ -210,13 +211,6 @@ def sha256_of(fs: fsspec.AbstractFileSystem, path: str) -> str:
         while chunk := file.read(CHUNK_BYTES):
             hasher.update(chunk)
     return hasher.hexdigest()
-
-
-def _write_atomically(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    partial = f"{path}.partial-{uuid.uuid4().hex[:12]}"
-    with fs.open(partial, "wb") as file:
-        file.write(data)
-    fs.mv(partial, path)
 
 
 def uri_for(fs: fsspec.AbstractFileSystem, path: str) -> str:

@@ -24,7 +24,6 @@ from prefect_comet.artifacts import (
     artifact_slug,
     file_key,
     progress_key,
-    public_uri,
     publish_video,
     short_prompt,
     start_progress,
@@ -35,6 +34,7 @@ from prefect_comet.artifacts import (
 from prefect_comet.emulator.render import encode
 from prefect_comet.events import emit_video_event, video_resource_id
 from prefect_comet.models import StoredVideo, VideoJob, VideoStatus
+from prefect_comet._responses import redact_url
 from prefect_comet.poster import extract_poster, store_poster
 from tests._readback import artifacts_with_key, plain, related_roles, wait_for_events
 
@@ -188,10 +188,10 @@ def test_summary_without_mismatch_has_no_flag(video_file: Path) -> None:
     assert "MISMATCH" not in markdown and "Further files" not in markdown and "![poster]" not in markdown
 
 
-def test_public_uri_drops_credentials() -> None:
-    assert public_uri("https://user:pw@host/v.mp4?sig=abc#x") == "https://host/v.mp4"
-    assert public_uri("s3://bucket/videos/task_1.mp4") == "s3://bucket/videos/task_1.mp4"
-    assert public_uri("/tmp/videos/task_1.mp4") == "/tmp/videos/task_1.mp4"
+def test_redact_url_drops_credentials_from_any_uri() -> None:
+    assert redact_url("https://user:pw@host/v.mp4?sig=abc#x") == "https://host/v.mp4"
+    assert redact_url("s3://bucket/videos/task_1.mp4") == "s3://bucket/videos/task_1.mp4"
+    assert redact_url("/tmp/videos/task_1.mp4") == "/tmp/videos/task_1.mp4"
 
 
 # -- artifacts on the server -------------------------------------------------
