@@ -67,7 +67,7 @@ def measure_ours(
     args: argparse.Namespace,
     server_pid: int | None,
     profile: cProfile.Profile | None,
-    task_runs_per_job: int = 3,
+    task_runs_per_job: int = 1,
 ) -> dict:
     from prefect_comet import OmniVideoRequest, generate_videos
 
@@ -106,23 +106,18 @@ def measure_ours(
 # patching the library in this process only), to show where the wall time and CPU go.
 ABLATION_STEPS = [
     ("full flow", None),
-    ("- progress artifacts", "progress"),
-    ("- summary/link artifacts", "publish"),
     ("- poster frame", "poster"),
     ("- comet.video.* events", "events"),
     ("- logs to the API", "logs"),
-    ("- Prefect task runs (create/wait/persist called as plain functions)", "tasks"),
+    ("- the Prefect task run per job (generate-one-video called as a plain function)", "tasks"),
 ]
 
 
 def _ablate(step: str | None, stack: contextlib.ExitStack) -> str:
     """Switch one cost off; returns what was patched (or why not)."""
-    import prefect_comet.pipeline as pipeline
+    import prefect_comet.batch as batch
     import prefect_comet.storage as storage
     import prefect_comet.tasks as tasks
-
-    async def nothing(*args: object, **kwargs: object) -> None:
-        return None
 
     def patch(module: object, name: str, value: object) -> str:
         if not hasattr(module, name):
@@ -130,15 +125,6 @@ def _ablate(step: str | None, stack: contextlib.ExitStack) -> str:
         stack.enter_context(mock.patch.object(module, name, value))
         return f"{module.__name__}.{name}"
 
-    if step == "progress":
-        from prefect_comet.artifacts import LiveProgress
-
-        async def inert(job: object) -> LiveProgress:
-            return LiveProgress(None)
-
-        return patch(tasks, "LiveProgress", type("InertProgress", (LiveProgress,), {"start": staticmethod(inert)}))
-    if step == "publish":
-        return patch(tasks, "publish_video", nothing)
     if step == "poster":
         return patch(storage, "store_poster", lambda *args, **kwargs: None)
     if step == "events":
@@ -149,9 +135,7 @@ def _ablate(step: str | None, stack: contextlib.ExitStack) -> str:
         stack.enter_context(temporary_settings({PREFECT_LOGGING_TO_API_ENABLED: False}))
         return "PREFECT_LOGGING_TO_API_ENABLED=false"
     if step == "tasks":
-        return ", ".join(
-            patch(pipeline, name, getattr(tasks, name).fn) for name in ("create_video", "wait_for_video", "persist_video")
-        )
+        return patch(batch, "_generate_one", batch._generate_one.fn)
     return "nothing"
 
 
@@ -164,7 +148,7 @@ def run_ablation(args: argparse.Namespace, n: int) -> None:
         print(f"  bare: wall {bare['wall']:.2f} s", flush=True)
         for label, step in ABLATION_STEPS:
             patched = _ablate(step, stack)
-            ours = measure_ours(n, args, server_pid, None, task_runs_per_job=0 if step == "tasks" else 3)
+            ours = measure_ours(n, args, server_pid, None, task_runs_per_job=0 if step == "tasks" else 1)
             rows.append([
                 label, f"{ours['wall']:.2f}", f"{ours['wall'] / bare['wall']:.2f}", f"{ours['cpu'] / n * 1000:.1f}",
                 f"{ours['server_cpu'] / n * 1000:.1f}", patched,

@@ -2,7 +2,12 @@
 
 K Omni + K Kling jobs of the batch flow and K Omni jobs of the bare reference (same poll
 policy, see bare_httpx.py) run at the same time against one emulator subprocess whose jobs
-take `--latency` seconds (default 120). From the emulator's own request log, per job:
+take `--latency` seconds (default 120). `--stagger` seconds (default 30) after they start, a
+second batch flow in the same process sends K more Kling jobs of the same kind (model,
+duration, ratio): Kling's native answers carry no progress, so these wait by how long the
+first wave's Kling jobs took (learned in this process), while the first wave had nothing to
+learn from. The stagger must let the first wave be seen finished before the second nears its
+end. From the emulator's own request log, per job:
 
 - completed at: when the emulator first answers `completed` (due time, or later if its file
   was still rendering);
@@ -11,9 +16,10 @@ take `--latency` seconds (default 120). From the emulator's own request log, per
 - polls: status requests up to and including that one. Our flow sends one more status GET
   after the wait (to fetch fresh download URLs); it is counted separately.
 
-    .venv/bin/python benchmarks/b3_poll_efficiency.py   # 120 s: 3 Omni + 3 Kling (ours), 3 Omni (bare)
+    .venv/bin/python benchmarks/b3_poll_efficiency.py   # 120 s: 3 Omni + 3 Kling (ours), 3 Omni (bare),
+                                                        # then 3 Kling (ours) 30 s later
     .venv/bin/python benchmarks/b3_poll_efficiency.py --kling-wrapped   # Kling answers with progress
-    .venv/bin/python benchmarks/b3_poll_efficiency.py --latency 300 --jobs 2
+    .venv/bin/python benchmarks/b3_poll_efficiency.py --latency 300 --jobs 2 --stagger 60
 
 Target: a 120 s job detected within 5 s of completion with <= 20 status requests.
 """
@@ -24,6 +30,7 @@ import _common  # noqa: F401  (sets Prefect's environment first)
 
 import argparse
 import asyncio
+import os
 import shutil
 import statistics
 import tempfile
@@ -33,6 +40,7 @@ from _common import API_KEY, EmulatorProcess, EmulatorStats, credentials, prefec
 from bare_httpx import run_bare
 
 
+LEARNED = "ours kling, after one of its kind finished"
 STATUS_ROUTE = {"omni": ("omni.retrieve", "/v1/videos/{}"), "kling": ("kling.query", "/kling/v1/videos/omni-video/{}")}
 
 
@@ -46,18 +54,31 @@ def per_job(stats: EmulatorStats, task_id: str, provider: str = "omni") -> dict:
     return {"delay": detected - complete, "polls": polls, "after": len(times) - polls}
 
 
-async def run_both(base_url: str, jobs: int, ours_folder: str, bare_folder: str):
+async def run_both(base_url: str, jobs: int, ours_folder: str, bare_folder: str, stagger: float):
     from prefect_comet import KlingOmniVideoRequest, OmniVideoRequest, generate_videos
+
+    def kling(prompt: str) -> KlingOmniVideoRequest:
+        return KlingOmniVideoRequest(prompt=prompt, aspect_ratio="16:9", duration="5")
 
     ours = generate_videos(
         [OmniVideoRequest(prompt=f"long clip {index}") for index in range(jobs)]
-        + [KlingOmniVideoRequest(prompt=f"long boat {index}", aspect_ratio="16:9", duration="5") for index in range(jobs)],
+        + [kling(f"long boat {index}") for index in range(jobs)],
         destination=ours_folder,
         credentials=credentials(base_url),
         max_in_flight=2 * jobs,
     )
     bare = run_bare(base_url, API_KEY, jobs, bare_folder, max_in_flight=jobs)
-    return await asyncio.gather(ours, bare)
+
+    async def second_wave():
+        await asyncio.sleep(stagger)
+        return await generate_videos(
+            [kling(f"later boat {index}") for index in range(jobs)],
+            destination=os.path.join(ours_folder, "second-wave"),  # its own manifest
+            credentials=credentials(base_url),
+            max_in_flight=jobs,
+        )
+
+    return await asyncio.gather(ours, bare, second_wave())
 
 
 def main() -> None:
@@ -67,11 +88,15 @@ def main() -> None:
     parser.add_argument(
         "--kling-wrapped", action="store_true", help="Kling queries answer the gateway's wrapped shape (with progress)"
     )
+    parser.add_argument(
+        "--stagger", type=float, default=30.0, help="seconds before the second wave of Kling jobs (ours) starts"
+    )
     args = parser.parse_args()
     print_machine()
     print(
         f"B3: ours {args.jobs} Omni + {args.jobs} Kling ({'wrapped' if args.kling_wrapped else 'native'} query shape), "
-        f"bare {args.jobs} Omni; jobs of {args.latency:g} s, run together",
+        f"bare {args.jobs} Omni; jobs of {args.latency:g} s, run together; {args.jobs} more Kling (ours, same kind) "
+        f"{args.stagger:g} s later",
         flush=True,
     )
 
@@ -79,13 +104,13 @@ def main() -> None:
     try:
         with prefect_server(), EmulatorProcess(latency=args.latency, fps=1, kling_wrapped=args.kling_wrapped) as emu:
             started = time.perf_counter()
-            result, bare = asyncio.run(run_both(emu.base_url, args.jobs, ours_folder, bare_folder))
+            result, bare, later = asyncio.run(run_both(emu.base_url, args.jobs, ours_folder, bare_folder, args.stagger))
             wall = time.perf_counter() - started
             stats = emu.stats()
     finally:
         shutil.rmtree(ours_folder, ignore_errors=True)
         shutil.rmtree(bare_folder, ignore_errors=True)
-    assert result.stored_count == 2 * args.jobs
+    assert result.stored_count == 2 * args.jobs and later.stored_count == args.jobs
 
     measured = {
         f"ours {provider}": [
@@ -93,6 +118,7 @@ def main() -> None:
         ]
         for provider in ("omni", "kling")
     }
+    measured[LEARNED] = [per_job(stats, outcome.stored.task_id, "kling") for outcome in later.outcomes]
     measured["bare omni"] = [per_job(stats, item.task_id) for item in bare]
     rows = []
     for variant, jobs in measured.items():
@@ -109,7 +135,7 @@ def main() -> None:
          "status GETs after detection"],
         rows,
     ))
-    for variant in ("ours omni", "ours kling"):
+    for variant in ("ours omni", "ours kling", LEARNED):
         jobs = measured[variant]
         worst_delay = max(job["delay"] for job in jobs)
         worst_requests = max(job["polls"] + job["after"] for job in jobs)

@@ -89,7 +89,7 @@ def _client_kwargs(api_key: str, base_url: str) -> dict:
         "base_url": base_url,
         "headers": {"Authorization": f"Bearer {api_key}"},
         "timeout": httpx.Timeout(60.0, connect=10.0),
-        "limits": httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        "limits": httpx.Limits(max_connections=32, max_keepalive_connections=32),  # as CometClient
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime, timezone
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import fsspec
 from prefect import flow, task
@@ -20,14 +20,14 @@ from prefect_comet._atomic import write_atomically
 from prefect_comet.batch_inputs import BatchItem, load_batch
 from prefect_comet.credentials import CometAPICredentials
 from prefect_comet.downloads import DEFAULT_MAX_BYTES
-from prefect_comet.exceptions import CometAPIError, RateLimitError
+from prefect_comet.exceptions import CometAPIError
 from prefect_comet.jobs import IfOutcomeUnknown
 from prefect_comet.ledger import request_fingerprint
 from prefect_comet.models import StoredVideo
 from prefect_comet.pipeline import GenerationOptions, produce_video
 from prefect_comet.pool import shared_client
 from prefect_comet.storage import uri_for
-from prefect_comet.window import AdaptiveWindow
+from prefect_comet.window import AdaptiveWindow, requeue_refused_create
 
 
 class JobOutcome(BaseModel):
@@ -90,19 +90,21 @@ async def generate_videos(
 
     All requests are validated before the first is sent. Waiting costs one coroutine per
     job on one event loop and one connection pool; a refused create (429, Kling 1303)
-    shrinks the window to what the server admits, and it grows back as jobs finish. One
-    job's failure does not stop the others. A JSONL manifest of every outcome is written
-    beside the videos, and a table artifact shows it in the UI.
+    shrinks the window to what the server admits, and it grows back when the server takes
+    more (see `AdaptiveWindow`). One job's failure does not stop the others. A JSONL
+    manifest of every outcome is written beside the videos, and a table artifact shows it
+    in the UI.
 
-    With a task runner other than the default (e.g. `prefect_dask.DaskTaskRunner`), each
-    job runs as one task on the runner's workers; credentials then travel as the name of a
-    saved block, never as a key.
+    Each job is one task run, `video-<index>`. With a task runner other than the default
+    (e.g. `prefect_dask.DaskTaskRunner`) these run on the runner's workers; credentials
+    then travel as the name of a saved block, never as a key.
 
     Args:
         requests: Requests (models or dicts), or the URL of a JSONL/CSV file of them.
         destination: Any fsspec URL or local folder.
         credentials: The CometAPI block; `COMETAPI_KEY` when omitted.
-        max_in_flight: The most jobs running at once.
+        max_in_flight: The most jobs running on the server at once (a finished job's
+            download does not count).
         concurrency_limit: Name of a Prefect global concurrency limit shared with other
             flows that use the same account (create it with `prefect gcl create`).
         allow_partial: End the flow completed even when some jobs failed.
@@ -136,6 +138,8 @@ async def generate_videos(
         ```
     """
     items = load_batch(requests)
+    if concurrency_limit:
+        await _require_limit(concurrency_limit)
     run_id = str(FlowRunContext.get().flow_run.id)
     keys = [
         item.idempotency_key or (f"{batch_key}-{index}" if batch_key else _auto_key(run_id, index, item))
@@ -154,7 +158,9 @@ async def generate_videos(
     if isinstance(runner, ThreadPoolTaskRunner):
         outcomes = await _run_here(items, keys, destination, credentials, options, max_in_flight, concurrency_limit)
     else:
-        outcomes = await _run_on_runner(items, keys, destination, credentials, options, max_in_flight)
+        outcomes = await _run_on_runner(
+            items, keys, destination, credentials, options, max_in_flight, concurrency_limit
+        )
     result = BatchResult(manifest_uri=_write_manifest(destination, outcomes), outcomes=outcomes)
     await _publish_table(result)
     get_run_logger().info(
@@ -184,54 +190,79 @@ async def _run_here(
     max_in_flight: int,
     concurrency_limit: str | None,
 ) -> list[JobOutcome]:
-    window = AdaptiveWindow(max_in_flight)
+    window = AdaptiveWindow(max_in_flight, patience=options.timeout_seconds)
 
     async def one(index: int) -> JobOutcome:
-        limit = concurrency(concurrency_limit, occupy=1) if concurrency_limit else contextlib.nullcontext()
-        async with limit:
-            while True:
-                async with window.slot() as slot:
-                    try:
-                        stored = await produce_video(
-                            items[index].request,
-                            idempotency_key=keys[index],
-                            destination=destination,
-                            credentials=credentials,
-                            options=options,
-                            on_admitted=slot.admitted,
-                        )
-                    except RateLimitError:
-                        continue  # not taken: wait for room in the (now smaller) window
-                    except Exception as error:
-                        return _outcome(index, items[index], keys[index], error=error)
-                return _outcome(index, items[index], keys[index], stored=stored)
-
-    # Holding the pooled client for the whole batch: every task borrows this one pool.
-    async with shared_client(credentials) as client:
-        client.rate_limit_listeners.append(window.rate_limited)
         try:
-            return list(await asyncio.gather(*(one(index) for index in range(len(items)))))
-        finally:
-            client.rate_limit_listeners.remove(window.rate_limited)
+            async with _account_slot(concurrency_limit), window.slot() as slot:
+                stored = await _generate_one(
+                    index,
+                    items[index].request,
+                    keys[index],
+                    destination,
+                    credentials,
+                    options,
+                    on_admitted=slot.admitted,
+                    on_generated=slot.release,
+                )
+        except Exception as error:
+            return _outcome(index, items[index], keys[index], error=error)
+        return _outcome(index, items[index], keys[index], stored=stored)
+
+    # Holding the pooled client for the whole batch: every task borrows this one pool, and
+    # a refused create waits in the window (inside its task) instead of failing it.
+    async with shared_client(credentials) as client:
+        client.on_create_refused = requeue_refused_create
+        return list(await asyncio.gather(*(one(index) for index in range(len(items)))))
 
 
+# One task run per job (its steps run inside it): a batch of hundreds stays readable in the
+# UI and costs the server a third of the writes of three task runs per job.
 @task(name="generate-one-video", cache_policy=NO_CACHE, task_run_name="video-{index}")
 async def _generate_one(
     index: int,
     request: Any,
     idempotency_key: str,
     destination: str,
-    credentials_block: str | None,
-    options: dict[str, Any],
+    credentials: CometAPICredentials | str | None,
+    options: GenerationOptions,
+    concurrency_limit: str | None = None,
+    on_admitted: Callable[[], None] | None = None,
+    on_generated: Callable[[], None] | None = None,
 ) -> StoredVideo:
-    credentials = await CometAPICredentials.aload(credentials_block) if credentials_block else None
-    return await produce_video(
-        request,
-        idempotency_key=idempotency_key,
-        destination=destination,
-        credentials=credentials,
-        options=GenerationOptions(**options),
-    )
+    if isinstance(credentials, str):  # a saved block's name: a worker elsewhere loads it
+        credentials = await CometAPICredentials.aload(credentials)
+    async with _account_slot(concurrency_limit):
+        return await produce_video(
+            request,
+            idempotency_key=idempotency_key,
+            destination=destination,
+            credentials=credentials,
+            options=options,
+            on_admitted=on_admitted,
+            on_generated=on_generated,
+            steps_as_tasks=False,
+        )
+
+
+async def _require_limit(name: str) -> None:
+    # Prefect would run without limiting under a misspelt name; refuse it before paying.
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    async with get_client() as client:
+        try:
+            await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            raise ValueError(
+                f"concurrency_limit: no global concurrency limit is named {name!r}; create it "
+                f"first (prefect gcl create {name} --limit N)"
+            ) from None
+
+
+def _account_slot(concurrency_limit: str | None) -> contextlib.AbstractAsyncContextManager[Any]:
+    # A Prefect global concurrency limit is shared by every flow and worker of the account.
+    return concurrency(concurrency_limit, occupy=1) if concurrency_limit else contextlib.nullcontext()
 
 
 async def _run_on_runner(
@@ -241,6 +272,7 @@ async def _run_on_runner(
     credentials: CometAPICredentials | None,
     options: GenerationOptions,
     max_in_flight: int,
+    concurrency_limit: str | None,
 ) -> list[JobOutcome]:
     block_name = getattr(credentials, "_block_document_name", None)
     if credentials is not None and not block_name:
@@ -255,7 +287,7 @@ async def _run_on_runner(
         while queue and len(pending) < max_in_flight:
             index = queue.pop(0)
             future = _generate_one.submit(
-                index, items[index].request, keys[index], destination, block_name, vars(options)
+                index, items[index].request, keys[index], destination, block_name, options, concurrency_limit
             )
             pending[future] = index
         done = await asyncio.to_thread(_first_done, list(pending))

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
@@ -91,12 +91,15 @@ class CometClient:
     ) -> None:
         self.base_url = httpx.URL(base_url.rstrip("/") + "/")
         self.retry = retry or RetryPolicy()
-        # Told of every refused create (429), e.g. so a batch can shrink its window.
-        self.rate_limit_listeners: list[Callable[[], None]] = []
+        # Asked on every refused create (429, with its Retry-After): True means "waited for
+        # room, resend now" (a batch's window); False, or no hook, means our own back-off.
+        self.on_create_refused: Callable[[float | None], Awaitable[bool]] | None = None
         self._api_key = api_key
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            # Few connections: httpcore matches waiting requests to connections in time that
+            # grows with both, and small JSON polls to one host need no more than this.
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
             follow_redirects=True,
             max_redirects=MAX_REDIRECTS,
             transport=transport,
@@ -200,7 +203,8 @@ class CometClient:
         url = self.url(path)
         files = {name: (None, value) for name, value in (form or {}).items()} or None
         request_headers = {**self._headers_for(url), **(headers or {})}
-        for attempt in range(self.retry.attempts):
+        attempt = 0
+        while True:
             retry_after = None
             try:
                 response = await self._http.post(url, json=json, files=files, headers=request_headers)
@@ -223,12 +227,12 @@ class CometClient:
                 if not isinstance(error, exc.RateLimitError):
                     raise error
                 # A 429 is a refusal: the server did not take the job, so resending is safe.
-                for listener in self.rate_limit_listeners:
-                    listener()
                 failure = error
                 retry_after = retry_after_seconds(response.headers)
+                if self.on_create_refused is not None and await self.on_create_refused(retry_after):
+                    continue
             await self._pause_before_retry(attempt, failure, retry_after)
-        raise AssertionError("unreachable")  # pragma: no cover
+            attempt += 1
 
     @asynccontextmanager
     async def stream(

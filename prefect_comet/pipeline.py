@@ -39,6 +39,8 @@ async def produce_video(
     credentials: CometAPICredentials | None,
     options: GenerationOptions,
     on_admitted: Callable[[], None] | None = None,
+    on_generated: Callable[[], None] | None = None,
+    steps_as_tasks: bool = True,
 ) -> StoredVideo:
     """Create (or resume) the job for a key, wait for it and store its videos.
 
@@ -52,6 +54,9 @@ async def produce_video(
         credentials: The CometAPI block, or None for the environment.
         options: Timeouts, poll cadence, size cap, ambiguous-create policy.
         on_admitted: Called once the server has taken the job.
+        on_generated: Called once the server is done with it (before the download).
+        steps_as_tasks: Run create, wait and persist as task runs of their own. A batch
+            runs each job as one task and its steps inside it: a third of the server writes.
 
     Returns:
         The stored video.
@@ -61,7 +66,12 @@ async def produce_video(
     if stored is not None:
         get_run_logger().info("Already stored for idempotency key %s: %s", idempotency_key, stored.uri)
         return _checked(stored, options)
-    job = await create_video(
+    create, wait, persist = (
+        (create_video, wait_for_video, persist_video)
+        if steps_as_tasks
+        else (create_video.fn, wait_for_video.fn, persist_video.fn)
+    )
+    job = await create(
         request,
         credentials,
         idempotency_key=idempotency_key,
@@ -71,7 +81,7 @@ async def produce_video(
     if on_admitted:
         on_admitted()
     try:
-        job = await wait_for_video(
+        job = await wait(
             job,
             credentials,
             timeout_seconds=options.timeout_seconds,
@@ -82,7 +92,9 @@ async def produce_video(
     except GenerationFailedError as error:
         record_outcome(ledger, idempotency_key, error=str(error))
         raise
-    stored = await persist_video(
+    if on_generated:
+        on_generated()
+    stored = await persist(
         job,
         destination,
         credentials,

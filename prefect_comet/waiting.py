@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from prefect_comet import _durations
 from prefect_comet import exceptions as exc
 from prefect_comet.client import CometClient
 from prefect_comet.models import VideoJob, VideoStatus
@@ -24,6 +25,8 @@ class PollPolicy:
     jobs cost few requests). Once the server's progress rises, the finish is estimated
     from its rate and the wait is half the estimated remaining time (within
     `initial_interval` and `max_interval`), so the end is seen soon after it comes.
+    Without progress, the estimate is how long finished jobs of the same kind took in
+    this process; past it, the wait is a quarter of the lateness (within the same bounds).
     A server hint (`openai-poll-after-ms`) wins when sent.
 
     Args:
@@ -70,10 +73,12 @@ async def poll_until_terminal(
         WaitTimeoutError: The deadline passed; the message holds the task id.
     """
     provider = provider_for(job)
-    deadline = time.monotonic() + timeout_seconds
+    started = time.monotonic()
+    deadline = started + timeout_seconds
     interval = policy.initial_interval
     unknown_since: float | None = None
     last = job
+    looked = False
     eta = _FinishEstimate()
     while True:
         hint = None
@@ -94,6 +99,8 @@ async def poll_until_terminal(
         now = time.monotonic()
         eta.observe(now, seen.progress)
         if seen.status is VideoStatus.SUCCEEDED:
+            # Done at our first look: our own count says nothing about how long it took.
+            _durations.remember(seen, now - started if looked else 0.0)
             return seen
         if seen.status is VideoStatus.FAILED:
             raise exc.GenerationFailedError(
@@ -118,11 +125,35 @@ async def poll_until_terminal(
                 last_status=seen.raw_status or seen.status.value,
             )
         remaining = eta.remaining(now)
-        wait = interval
-        if remaining is not None:
-            wait = min(max(remaining / 2, policy.initial_interval), policy.max_interval)
-        await asyncio.sleep(min(hint if hint is not None else wait, deadline - now))
+        if remaining is None:
+            remaining = _learned_remaining(seen, now - started)
+        wait = hint if hint is not None else _next_wait(policy, interval, remaining)
+        looked = True
+        await asyncio.sleep(min(wait, deadline - now))
         interval = min(interval * policy.backoff, policy.max_interval)
+
+
+def _next_wait(policy: PollPolicy, interval: float, remaining: float | None) -> float:
+    """Half the time left before the estimated end; a quarter of the lateness after it."""
+    if remaining is None:
+        return interval
+    wait = remaining / 2 if remaining > 0 else -remaining / 4
+    return min(max(wait, policy.initial_interval), policy.max_interval)
+
+
+def _learned_remaining(job: VideoJob, since_first_look: float) -> float | None:
+    """Seconds until a job of this kind typically ends (negative once late), or None."""
+    typical = _durations.typical(job)
+    if typical is None:
+        return None
+    elapsed = since_first_look
+    if job.created_at is not None:
+        # The server's creation time also counts the time before we looked (a resumed
+        # job); a negative age means the clocks disagree, so our own count is safer.
+        age = time.time() - job.created_at.timestamp()
+        if age >= 0:
+            elapsed = age
+    return typical - elapsed
 
 
 class _FinishEstimate:

@@ -1,70 +1,139 @@
-"""A concurrency window that learns the account's parallel-task limit from 429 answers."""
+"""A concurrency window that learns the account's parallel-task limit from refused creates."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import AsyncIterator
+
+# The slot of the job running in this context: the client's refusal hook finds it here,
+# however deep in the create task the refusal happens.
+_current_slot: ContextVar["_Slot | None"] = ContextVar("comet_window_slot", default=None)
 
 
 class AdaptiveWindow:
-    """Bound the jobs in flight; shrink when the server refuses, grow back as jobs finish.
+    """Bound the jobs running on the server; shrink when it refuses, grow when it admits.
 
-    A refused create (429, Kling 1303) sets the limit to the number of jobs the server has
-    admitted, so no further job starts until one finishes. Each finished job lets the
-    limit grow by one (up to `maximum`), probing for room again.
+    A refused create (429, Kling 1303) gives its slot back and sets the limit to the jobs
+    still in flight; the refused job waits at least `probe_interval` and queues again.
+    While the window is below `maximum` and full, one waiting job probes the server every
+    `probe_interval` seconds, because the server frees a slot before our polls see its job
+    end. A probe the server admits raises the limit.
 
     Args:
         maximum: The most jobs in flight at once.
+        probe_interval: Least seconds between refused creates (Kling asks for 1 s).
+        patience: Seconds a job may keep being refused before its create gives up.
 
     Example:
         ```python
         window = AdaptiveWindow(maximum=20)
+        client.on_create_refused = requeue_refused_create
         async with window.slot() as slot:
-            job = await create(...)
+            job = await create(...)  # a refusal waits in the window, then resends
             slot.admitted()
-            ...
+            await wait(job)
+            slot.release()  # the server is done with it: the next job may start
+            await persist(job)
         ```
     """
 
-    def __init__(self, maximum: int) -> None:
+    def __init__(self, maximum: int, probe_interval: float = 1.0, patience: float = 3600.0) -> None:
         if maximum < 1:
             raise ValueError("max_in_flight: must be at least 1")
         self.maximum = maximum
         self.limit = maximum
         self.active = 0
-        self.admitted_count = 0
-        self._changed = asyncio.Condition()
-
-    def rate_limited(self) -> None:
-        """The server refused a job: hold the window at what it has admitted."""
-        self.limit = max(1, self.admitted_count)
+        self.refusals = 0
+        self.probe_interval = probe_interval
+        self.patience = patience
+        self._probing = False
+        self._changed = asyncio.Event()
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator["_Slot"]:
-        """Wait for room, hold it for one job, give it back (and grow) when done."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.active < self.limit)
-            self.active += 1
+        """Wait for room and hold it for one job until it is released or the block ends."""
+        await self._enter()
         slot = _Slot(self)
+        token = _current_slot.set(slot)
         try:
             yield slot
         finally:
-            async with self._changed:
-                self.active -= 1
-                if slot.was_admitted:
-                    self.admitted_count -= 1
-                    self.limit = min(self.maximum, self.limit + 1)
-                self._changed.notify_all()
+            _current_slot.reset(token)
+            slot.release()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _enter(self) -> None:
+        while self.active >= self.limit:
+            if not self._probing and self.limit < self.maximum and self.active < self.maximum:
+                await self._wait_as_prober()
+                break
+            await self._changed.wait()
+        self.active += 1
+
+    async def _wait_as_prober(self) -> None:
+        """Wait for room, but no longer than `probe_interval`: then ask the server anyway."""
+        self._probing = True
+        deadline = time.monotonic() + self.probe_interval
+        try:
+            while self.active >= self.limit and (left := deadline - time.monotonic()) > 0:
+                try:
+                    await asyncio.wait_for(self._changed.wait(), left)
+                except TimeoutError:
+                    pass
+        finally:
+            self._probing = False
+            self._notify()  # another waiter takes over probing
+
+    async def _requeue(self, slot: "_Slot", retry_after: float | None) -> bool:
+        now = time.monotonic()
+        slot.first_refused_at = slot.first_refused_at or now
+        if now - slot.first_refused_at > self.patience:
+            return False
+        self.refusals += 1
+        slot.release()
+        self.limit = max(1, self.active)
+        await asyncio.sleep(max(self.probe_interval, retry_after or 0.0))
+        await self._enter()
+        slot.held = True
+        return True
 
 
 class _Slot:
     def __init__(self, window: AdaptiveWindow) -> None:
-        self._window = window
-        self.was_admitted = False
+        self.window = window
+        self.held = True
+        self.first_refused_at: float | None = None
 
     def admitted(self) -> None:
-        """The server took this slot's job."""
-        if not self.was_admitted:
-            self.was_admitted = True
-            self._window.admitted_count += 1
+        """The server took this slot's job (a probe beyond the limit proves more room)."""
+        window = self.window
+        self.first_refused_at = None
+        if window.active > window.limit:
+            window.limit = min(window.maximum, window.active)
+            window._notify()
+
+    def release(self) -> None:
+        """The job no longer runs on the server: let the next one start."""
+        if self.held:
+            self.held = False
+            self.window.active -= 1
+            self.window._notify()
+
+
+async def requeue_refused_create(retry_after: float | None) -> bool:
+    """`CometClient.on_create_refused` hook: wait in the caller's window, then resend.
+
+    Returns:
+        True when the caller runs in a window slot and may resend now; False outside a
+        window (or after `patience`), so the client backs off by its own policy.
+    """
+    slot = _current_slot.get()
+    if slot is None or not slot.held:
+        return False
+    return await slot.window._requeue(slot, retry_after)

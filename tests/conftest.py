@@ -29,6 +29,14 @@ def prefect_server():
         yield
 
 
+@pytest.fixture(autouse=True)
+def _forget_learned_durations() -> None:
+    """Durations learned from one test's jobs must not change another test's poll cadence."""
+    from prefect_comet import _durations
+
+    _durations.forget_all()
+
+
 @pytest.fixture
 def emulator():
     """A fresh emulator per test, so request logs and faults never leak between tests."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 
 import fsspec
 import pytest
@@ -74,12 +76,66 @@ async def test_parallel_task_limit_shrinks_the_window_without_failures(credentia
     with CometEmulator(api_key=API_KEY, latency=1.0, kling_parallel_limit=3) as emu:
         limited = credentials.model_copy(update={"base_url": emu.base_url})
         requests = [KlingOmniVideoRequest(prompt=f"boat {n}", aspect_ratio="16:9") for n in range(9)]
-        result = await generate_videos(
-            requests, destination=str(tmp_path), credentials=limited, max_in_flight=6, **FAST
+        state = await generate_videos(
+            requests, destination=str(tmp_path), credentials=limited, max_in_flight=6, return_state=True, **FAST
         )
+        result = await state.result()
         refused = sum(r.route == "kling.create" for r in emu.requests) - len(emu.jobs)
     assert result.failed_count == 0 and len(emu.jobs) == 9
     assert refused > 0  # the limit was met, and answered by waiting, not failing
+    # One task run per job, and no refusal failed one (the server records them from events).
+    runs = await _task_runs_of(state.state_details.flow_run_id, expected=9)
+    assert sorted(run.name for run in runs) == sorted(f"video-{n}" for n in range(9))
+    assert all(run.state.is_completed() for run in runs)
+
+
+async def _task_runs_of(flow_run_id, *, expected: int, timeout: float = 30.0) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async with get_client() as client:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            settled = [run for run in runs if run.state and run.state.is_final()]
+            if len(settled) >= expected or asyncio.get_running_loop().time() > deadline:
+                return runs
+            await asyncio.sleep(0.2)
+
+
+async def test_a_global_concurrency_limit_is_shared_by_concurrent_batches(emulator, credentials, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    name = f"comet-account-{uuid.uuid4().hex[:8]}"
+    async with get_client() as client:
+        await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=2))
+
+    results = await asyncio.gather(*(
+        generate_videos(
+            [OmniVideoRequest(prompt=f"shared {batch}-{n}") for n in range(3)],
+            destination=str(tmp_path / str(batch)),
+            credentials=credentials,
+            max_in_flight=3,
+            concurrency_limit=name,
+            **FAST,
+        )
+        for batch in range(2)
+    ))
+
+    assert [result.stored_count for result in results] == [3, 3]
+    assert _max_unfinished(emulator) <= 2  # 2 batches x 3 in flight, held to the account's 2
+
+
+async def test_an_unknown_concurrency_limit_is_refused_before_any_request(emulator, credentials, tmp_path):
+    with pytest.raises(ValueError, match="concurrency_limit: no global concurrency limit is named 'no-such-limit'"):
+        await generate_videos(
+            [OmniVideoRequest(prompt="never sent")], destination=str(tmp_path), credentials=credentials,
+            concurrency_limit="no-such-limit",
+        )
+    assert emulator.requests == []
 
 
 async def test_same_batch_key_resumes_without_paying_again(emulator, credentials, tmp_path):

@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import textwrap
+import uuid
 from pathlib import Path
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from pydantic import SecretStr
 
 from prefect_comet import CometAPICredentials, OmniVideoRequest, generate_videos
@@ -59,17 +62,24 @@ async def test_batch_runs_on_a_multiprocess_dask_cluster(emulator, tmp_path):
     preload.write_text(textwrap.dedent(_PRELOAD.format(record=str(record))))
     seen_here: list[str] = []
     requests = [OmniVideoRequest(prompt=f"dask clip {n}") for n in range(4)]
+    limit = f"dask-account-{uuid.uuid4().hex[:8]}"
+    async with get_client() as client:
+        await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit, limit=1))
 
     # Callbacks are per process: a job run in this process would report here.
     with dask.config.set({"distributed.worker.preload": [str(preload)]}), watch_progress(
         lambda job: seen_here.append(job.task_id)
     ):
         result = await generate_videos.with_options(task_runner=DaskTaskRunner(cluster_kwargs=CLUSTER))(
-            requests, destination=str(tmp_path / "videos"), credentials=credentials, **FAST
+            requests, destination=str(tmp_path / "videos"), credentials=credentials, concurrency_limit=limit,
+            **FAST,
         )
 
     assert result.stored_count == 4 and result.failed_count == 0
     assert len(emulator.jobs) == 4
+    created = sorted(job.created_at for job in emulator.jobs.values())
+    # The account's limit of 1 holds across worker processes: each job starts after the last is done.
+    assert all(later - earlier >= emulator.settings.latency for earlier, later in zip(created, created[1:]))
     for outcome in result.outcomes:
         assert outcome.stored.sha256 == emulator.sha256(outcome.stored.task_id)
         assert _sha256(outcome.stored.uri) == outcome.stored.sha256

@@ -156,13 +156,14 @@ async def test_failed_task_raises_with_task_status_msg(emulator, credentials):
 async def test_parallel_task_limit_is_answered_by_backing_off(credentials):
     from prefect_comet.emulator import CometEmulator
 
-    with CometEmulator(api_key=API_KEY, latency=2.0, kling_parallel_limit=1) as emu:
+    with CometEmulator(api_key=API_KEY, latency=3.0, kling_parallel_limit=1) as emu:
         limited = credentials.model_copy(update={"base_url": emu.base_url})
-        first = asyncio.create_task(_generate(KlingOmniVideoRequest(prompt=PROMPT, aspect_ratio="16:9"), limited))
-        while not emu.jobs:  # the first job holds the only slot for two seconds
-            await asyncio.sleep(0.02)
-        second = await _generate(KlingOmniVideoRequest(prompt=f"{PROMPT} again", aspect_ratio="16:9"), limited)
-        stored = [await first, second]
+        # Both flows start together, so whichever creates second meets the first job running
+        # (waiting for the first job to exist raced against a slow second flow start).
+        stored = await asyncio.gather(
+            _generate(KlingOmniVideoRequest(prompt=PROMPT, aspect_ratio="16:9"), limited),
+            _generate(KlingOmniVideoRequest(prompt=f"{PROMPT} again", aspect_ratio="16:9"), limited),
+        )
         refused = [r for r in emu.requests if r.route == "kling.create"][1:-1]
     assert [s.sha256 for s in stored] == [emu.sha256(s.task_id) for s in stored]
     assert len(emu.jobs) == 2 and refused  # the second create met 1303 and backed off
