@@ -20,13 +20,6 @@ EPOCH = 1_722_769_557.0  # the fake clock's wall time at monotonic 0
 KLING_REQUEST = {"prompt": "A paper boat", "duration": "5", "mode": "pro", "aspect_ratio": "16:9", "sound": "off"}
 
 
-@pytest.fixture(autouse=True)
-def _clean_memory():
-    _durations.forget_all()
-    yield
-    _durations.forget_all()
-
-
 def _at(seconds: float) -> datetime:
     return datetime.fromtimestamp(EPOCH + seconds, tz=timezone.utc)
 
