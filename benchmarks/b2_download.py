@@ -13,7 +13,7 @@ serving a padded MP4 (`pad_to_bytes`):
 
 RSS is sampled every 5 ms by a thread; growth = peak during the phase - RSS before it.
 
-    .venv/bin/python benchmarks/b2_download.py                 # 1 GiB, 3 rounds (after a warm-up)
+    .venv/bin/python benchmarks/b2_download.py                 # 1 GiB, 5 rounds (after a warm-up)
     .venv/bin/python benchmarks/b2_download.py --gib 2 --repeat 1
 
 Targets: ours download >= 80 % of bare throughput; RSS growth <= 64 MiB.
@@ -108,7 +108,7 @@ async def make_job(block):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=1.0, help="size of the result file in GiB")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-persist", action="store_true", help="skip the Prefect task phase")
     args = parser.parse_args()
     pad = int(args.gib * (1 << 30))
@@ -156,24 +156,34 @@ def main() -> None:
     def throughput(name: str) -> float:
         return statistics.median(size / MIB / seconds for seconds, size, _, _ in results[name])
 
+    def of_bare_per_round(name: str) -> float:
+        # This machine's speed drifts between rounds (bare alone has ranged 280-420 MiB/s in
+        # one run), so each phase is also compared with the bare run of its own round.
+        return statistics.median(
+            bare_seconds / seconds for (seconds, *_), (bare_seconds, *_) in zip(results[name], results["bare"])
+        )
+
     reference = throughput("bare")
     rows = []
     for name, runs in results.items():
         rows.append([
             name, f"{statistics.median(s for s, _, _, _ in runs):.2f}", f"{throughput(name):.0f}",
-            f"{throughput(name) / reference:.0%}", f"{statistics.median(c for _, _, _, c in runs):.2f}",
-            f"{max(g for _, _, g, _ in runs) / MIB:.1f}",
+            f"{throughput(name) / reference:.0%}", f"{of_bare_per_round(name):.0%}",
+            f"{statistics.median(c for _, _, _, c in runs):.2f}", f"{max(g for _, _, g, _ in runs) / MIB:.1f}",
         ])
     print()
     print(table(
-        ["phase", "seconds (median)", "MiB/s (median)", "of bare", "client CPU s (median)", "peak RSS growth MiB (max)"],
+        ["phase", "seconds (median)", "MiB/s (median)", "of bare (medians)", "of bare (same round, median)",
+         "client CPU s (median)", "peak RSS growth MiB (max)"],
         rows,
     ))
     download = throughput("ours download")
+    paired = of_bare_per_round("ours download")
     worst_rss = max(g for runs in results.values() for _, _, g, _ in runs) / MIB
     ours_rss = max(g for name, runs in results.items() if name.startswith("ours") for _, _, g, _ in runs) / MIB
     print(
-        f"\nours download / bare: {download / reference:.0%} (target >= 80 %) -> {verdict(download >= 0.8 * reference)}"
+        f"\nours download / bare, same round: {paired:.0%} (target >= 80 %) -> {verdict(paired >= 0.8)}"
+        f"\nours download / bare, medians: {download / reference:.0%} -> {verdict(download >= 0.8 * reference)}"
         f"\nours download / bare+sha256: {download / throughput('bare+sha256'):.0%}"
         f"\npeak RSS growth of our phases: {ours_rss:.1f} MiB (target <= 64) -> {verdict(ours_rss <= 64)}"
         f" (any phase: {worst_rss:.1f} MiB)"

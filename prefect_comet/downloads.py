@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from dataclasses import dataclass
 from typing import Callable, IO
 
 import httpx
 
 from prefect_comet import exceptions as exc
+from prefect_comet._hashing_writer import HashingWriter
 from prefect_comet._responses import error_for, redact_url
 from prefect_comet.client import CometClient
 from prefect_comet.retries import retry_after_seconds
@@ -48,9 +48,9 @@ async def download(
 ) -> Downloaded:
     """Stream the first URL that serves a video into a fresh target file.
 
-    Bytes go straight from the socket to `open_target()`, hashed on the way, so memory
-    stays flat. A dropped connection resumes with `Range` when the server answers 206,
-    and restarts otherwise. The size is checked against `Content-Length`.
+    Bytes go from the socket to `open_target()`, hashed on the way, through at most two
+    4 MiB buffers, so memory stays flat. A dropped connection resumes with `Range` when the
+    server answers 206, and restarts otherwise. The size is checked against `Content-Length`.
 
     Args:
         client: The API client (sends the key only to the API's own origin).
@@ -80,29 +80,28 @@ async def _download_one(
     task_id: str,
     max_bytes: int,
 ) -> Downloaded:
-    state = _Progress()
-    target = open_target()
+    state = _Progress(open_target())
     try:
         for attempt in range(client.retry.attempts):
             try:
-                if state.size and not await _continue(client, url, state, target, task_id, max_bytes):
-                    target.close()
-                    target, state = open_target(), _Progress()
+                if state.size and not await _continue(client, url, state, task_id, max_bytes):
+                    await state.writer.close()
+                    state = _Progress(open_target())
                 if not state.size:
-                    await _continue(client, url, state, target, task_id, max_bytes)
-                return Downloaded(state.hasher.hexdigest(), state.size, redact_url(url))
+                    await _continue(client, url, state, task_id, max_bytes)
+                return Downloaded(await state.writer.finish(), state.size, redact_url(url))
             except _Retryable as retryable:
                 if attempt + 1 >= client.retry.attempts:
                     raise retryable.error from None
                 await asyncio.sleep(client.retry.delay(attempt, retryable.retry_after))
         raise AssertionError("unreachable")  # pragma: no cover
     finally:
-        target.close()
+        await state.writer.close()
 
 
 class _Progress:
-    def __init__(self) -> None:
-        self.hasher = hashlib.sha256()
+    def __init__(self, target: IO[bytes]) -> None:
+        self.writer = HashingWriter(target)
         self.size = 0
         self.head = b""
 
@@ -111,11 +110,10 @@ async def _continue(
     client: CometClient,
     url: str,
     state: _Progress,
-    target: IO[bytes],
     task_id: str,
     max_bytes: int,
 ) -> bool:
-    """Fetch the rest of the file into `target`; False when the server cannot resume."""
+    """Fetch the rest of the file into `state`'s file; False when the server cannot resume."""
     # identity: a Range counts encoded bytes, so the body must not be compressed.
     headers = {"Accept-Encoding": "identity"}
     if state.size:
@@ -142,8 +140,7 @@ async def _continue(
                 state.size += len(chunk)
                 if state.size > max_bytes:
                     raise _too_large(max_bytes, task_id, shown)
-                state.hasher.update(chunk)
-                target.write(chunk)
+                await state.writer.write(chunk)
     except httpx.UnsupportedProtocol as error:
         raise exc.InvalidContentError(
             f"The download from {shown} was redirected to a non-http(s) URL; refused.",
