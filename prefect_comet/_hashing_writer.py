@@ -10,7 +10,8 @@ from typing import IO
 # Past this many bytes a download hashes and writes in a worker thread (see HashingWriter).
 INLINE_BYTES = 32 << 20
 STEP_BYTES = 4 << 20
-# Hashing is CPU work: more workers than cores would only queue in the kernel instead.
+# Shared by every download in the process: a batch downloads many files at once, and a
+# thread per download would only add threads competing for the same cores.
 _WORKERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="prefect-comet-write")
 
 
