@@ -157,7 +157,7 @@ def main() -> None:
         return statistics.median(size / MIB / seconds for seconds, size, _, _ in results[name])
 
     def of_bare_per_round(name: str) -> float:
-        # This machine's speed drifts between rounds (bare alone has ranged 280-420 MiB/s in
+        # This machine's speed drifts between rounds (bare alone has ranged 280-440 MiB/s in
         # one run), so each phase is also compared with the bare run of its own round.
         return statistics.median(
             bare_seconds / seconds for (seconds, *_), (bare_seconds, *_) in zip(results[name], results["bare"])

@@ -19,7 +19,7 @@ class HashingWriter:
     """Writes bytes to a file in the order given and keeps their SHA-256.
 
     Why a thread: hashing and writing cost more CPU per byte than receiving does, and on the
-    event loop's core they cut a large download's speed by a third. Both let go of the GIL
+    event loop's core they cut a large download's speed by a quarter or more. Both let go of the GIL
     for a large buffer, so past `INLINE_BYTES` they run in a worker thread while the loop
     receives. Bytes are gathered into two alternating 4 MiB buffers so the worker takes the
     GIL once per buffer, not once per socket read; one step at a time keeps the order.
