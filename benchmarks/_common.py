@@ -12,8 +12,13 @@ one JSON line (every request, every job) and stops on `quit` or end of input.
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# A fresh PREFECT_HOME per run, shared with its subprocesses: ledgers and learned durations of
+# earlier runs must not change this one.
+os.environ["PREFECT_HOME"] = os.environ.get("COMET_BENCH_HOME") or tempfile.mkdtemp(prefix="prefect-comet-bench-")
+os.environ["COMET_BENCH_HOME"] = os.environ["PREFECT_HOME"]
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from prefect.settings import PREFECT_HOME
 
 from prefect_comet import CometClient, KlingOmniVideoRequest
 from prefect_comet import _durations, waiting
@@ -216,6 +221,63 @@ async def test_a_job_done_at_the_first_look_teaches_nothing_without_server_times
 
     await _follow(monkeypatch, finish=5, created=None, round_trip=0.3)
     assert _durations.typical(_kling()) == pytest.approx(5.9)  # seen running: first look to the answer "done"
+
+
+# -- the file under PREFECT_HOME ----------------------------------------------------------------
+def test_a_new_process_starts_with_what_earlier_ones_learned():
+    # A deployment's next run is a new process: it must not wait as if it knew nothing.
+    _durations.remember(_kling(), 120)
+    _durations.remember(_kling(duration="10"), 200)
+
+    script = (
+        "from prefect_comet import _durations\n"
+        "from prefect_comet.models import VideoJob\n"
+        f"request = {KLING_REQUEST!r}\n"
+        "job = VideoJob(provider='kling', task_id='t9', model='kling-video-o1', request=request)\n"
+        "print(_durations.typical(job), _durations.typical(job.model_copy(update={'request': {**request, 'duration': '10'}})))\n"
+    )
+    answer = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+
+    assert answer.stdout.split() == ["120.0", "200.0"]
+
+
+def test_a_damaged_file_is_ignored_and_replaced(caplog):
+    path = Path(PREFECT_HOME.value()) / _durations.FILE_NAME
+    path.write_text("{not json")
+    _durations._loaded_from = None  # as in a process that starts now
+
+    assert _durations.typical(_kling()) is None
+    assert "Ignoring the learned durations" in caplog.text
+    _durations.remember(_kling(), 90)
+    assert json.loads(path.read_text())["kinds"] == {_durations._kind_of(_kling()): [90.0]}
+
+
+def test_a_batch_writes_a_kind_once_then_at_most_every_30_s(monkeypatch):
+    path = Path(PREFECT_HOME.value()) / _durations.FILE_NAME
+    clock = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(_durations.time, "monotonic", lambda: clock.now)
+
+    def on_disk() -> list[float]:
+        return json.loads(path.read_text())["kinds"][_durations._kind_of(_kling())]
+
+    _durations.remember(_kling(), 100)  # the first of its kind is written at once
+    _durations.remember(_kling(), 110)
+    assert on_disk() == [100.0]
+    clock.now += 30
+    _durations.remember(_kling(), 120)
+    assert on_disk() == [100.0, 110.0, 120.0]
+
+
+def test_kinds_learned_by_another_process_are_kept():
+    path = Path(PREFECT_HOME.value()) / _durations.FILE_NAME
+    _durations.remember(_kling(), 100)
+    other = json.loads(path.read_text())
+    other["kinds"]["another kind"] = [42.0]
+    path.write_text(json.dumps(other))
+
+    _durations.remember(_kling(duration="10"), 150)  # a new kind: written at once
+
+    assert json.loads(path.read_text())["kinds"]["another kind"] == [42.0]
 
 
 # -- against the emulator ----------------------------------------------------------------------
