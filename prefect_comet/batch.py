@@ -27,7 +27,7 @@ from prefect_comet.models import StoredVideo
 from prefect_comet.pipeline import GenerationOptions, produce_video
 from prefect_comet.pool import shared_client
 from prefect_comet.storage import uri_for
-from prefect_comet.window import AdaptiveWindow, requeue_refused_create
+from prefect_comet.window import AdaptiveWindow, patient_creates, requeue_refused_create
 
 
 class JobOutcome(BaseModel):
@@ -97,7 +97,8 @@ async def generate_videos(
 
     Each job is one task run, `video-<index>`. With a task runner other than the default
     (e.g. `prefect_dask.DaskTaskRunner`) these run on the runner's workers; credentials
-    then travel as the name of a saved block, never as a key.
+    then travel as the name of a saved block, never as a key, and a refused create waits
+    in its own task (see `patient_creates`) instead of in the window.
 
     Args:
         requests: Requests (models or dicts), or the URL of a JSONL/CSV file of them.
@@ -232,17 +233,23 @@ async def _generate_one(
 ) -> StoredVideo:
     if isinstance(credentials, str):  # a saved block's name: a worker elsewhere loads it
         credentials = await CometAPICredentials.aload(credentials)
-    async with _account_slot(concurrency_limit):
-        return await produce_video(
-            request,
-            idempotency_key=idempotency_key,
-            destination=destination,
-            credentials=credentials,
-            options=options,
-            on_admitted=on_admitted,
-            on_generated=on_generated,
-            steps_as_tasks=False,
-        )
+    in_window = on_admitted is not None  # without: on a distributed runner's worker
+    async with shared_client(credentials) as client, _account_slot(concurrency_limit):
+        if not in_window:
+            # No window holds this job back, and the account's parallel tasks may stay taken
+            # longer than the client's retries last: a refused create waits here instead.
+            client.on_create_refused = requeue_refused_create
+        with contextlib.nullcontext() if in_window else patient_creates(options.timeout_seconds):
+            return await produce_video(
+                request,
+                idempotency_key=idempotency_key,
+                destination=destination,
+                credentials=credentials,
+                options=options,
+                on_admitted=on_admitted,
+                on_generated=on_generated,
+                steps_as_tasks=False,
+            )
 
 
 async def _require_limit(name: str) -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
-# The slot of the job running in this context: the client's refusal hook finds it here,
-# however deep in the create task the refusal happens.
+# The slot (or, on a distributed runner, the patience) of the job running in this context:
+# the client's refusal hook finds it here, however deep in the create task the refusal happens.
 _current_slot: ContextVar["_Slot | None"] = ContextVar("comet_window_slot", default=None)
+_current_patience: ContextVar["_Patience | None"] = ContextVar("comet_create_patience", default=None)
 
 
 class AdaptiveWindow:
@@ -126,14 +128,67 @@ class _Slot:
             self.window._notify()
 
 
+class _Patience:
+    def __init__(self, seconds: float, probe_interval: float, max_wait: float) -> None:
+        self.seconds = seconds
+        self.probe_interval = probe_interval
+        self.max_wait = max_wait
+        self.refusals = 0
+        self.first_refused_at: float | None = None
+
+    async def wait(self, retry_after: float | None) -> bool:
+        now = time.monotonic()
+        self.first_refused_at = self.first_refused_at or now
+        if now - self.first_refused_at > self.seconds:
+            return False
+        self.refusals += 1
+        # Jittered and growing: jobs refused together on several workers ask again apart.
+        cap = min(self.max_wait, self.probe_interval * 2**self.refusals)
+        await asyncio.sleep(max(self.probe_interval, retry_after or 0.0, random.uniform(0, cap)))
+        return True
+
+
+@contextmanager
+def patient_creates(seconds: float, probe_interval: float = 1.0, max_wait: float = 15.0) -> Iterator[None]:
+    """Let a refused create (429, Kling 1303) wait and resend for up to `seconds`.
+
+    For a job without a window: on a distributed task runner each job runs in a worker
+    process, where no window of the batch can hold it back. Without this, a job would fail
+    after the client's few retries whenever the account's parallel tasks are taken for
+    longer than that. The waits grow (jittered) from `probe_interval` to `max_wait`.
+
+    Args:
+        seconds: How long a job may keep being refused before its create gives up.
+        probe_interval: Least seconds between refused creates (Kling asks for 1 s).
+        max_wait: Most seconds between tries.
+
+    Example:
+        ```python
+        client.on_create_refused = requeue_refused_create
+        with patient_creates(seconds=1800):
+            job = await create(...)  # a refusal waits, then resends
+        ```
+    """
+    token = _current_patience.set(_Patience(seconds, probe_interval, max_wait))
+    try:
+        yield
+    finally:
+        _current_patience.reset(token)
+
+
 async def requeue_refused_create(retry_after: float | None) -> bool:
     """`CometClient.on_create_refused` hook: wait in the caller's window, then resend.
 
+    Outside a window, a caller within `patient_creates` waits by itself instead.
+
     Returns:
-        True when the caller runs in a window slot and may resend now; False outside a
-        window (or after `patience`), so the client backs off by its own policy.
+        True when the caller may resend now; False outside a window and `patient_creates`
+        (or after their patience), so the client backs off by its own policy.
     """
     slot = _current_slot.get()
-    if slot is None or not slot.held:
-        return False
-    return await slot.window._requeue(slot, retry_after)
+    if slot is not None and slot.held:
+        return await slot.window._requeue(slot, retry_after)
+    patience = _current_patience.get()
+    if patience is not None:
+        return await patience.wait(retry_after)
+    return False

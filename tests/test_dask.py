@@ -13,7 +13,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from pydantic import SecretStr
 
-from prefect_comet import CometAPICredentials, OmniVideoRequest, generate_videos
+from prefect_comet import CometAPICredentials, KlingOmniVideoRequest, OmniVideoRequest, generate_videos
 from prefect_comet.progress import watch_progress
 from tests.conftest import API_KEY, FAST
 
@@ -92,6 +92,33 @@ async def test_batch_runs_on_a_multiprocess_dask_cluster(emulator, tmp_path):
     assert seen_here == []  # no job was polled in the test (flow) process
     # The key never travels: only the block's name does.
     assert all(API_KEY not in r.body.decode(errors="replace") for r in emulator.requests)
+
+
+async def test_a_refused_create_waits_in_its_worker_instead_of_failing(tmp_path):
+    # On Dask no window of the flow holds a job back. The account's one parallel task stays
+    # taken for 17 s, longer than the client's own retries last (16 s at most): the refused
+    # job must wait in its worker and resend, not fail.
+    from prefect_dask import DaskTaskRunner
+
+    from prefect_comet.emulator import CometEmulator
+
+    with CometEmulator(api_key=API_KEY, latency=17.0, kling_parallel_limit=1) as emu:
+        await CometAPICredentials(api_key=SecretStr(API_KEY), base_url=emu.base_url).save(
+            "dask-limited", overwrite=True
+        )
+        credentials = await CometAPICredentials.aload("dask-limited")
+        requests = [KlingOmniVideoRequest(prompt=f"dask boat {n}", aspect_ratio="16:9") for n in range(2)]
+        result = await generate_videos.with_options(task_runner=DaskTaskRunner(cluster_kwargs=CLUSTER))(
+            requests, destination=str(tmp_path / "videos"), credentials=credentials, max_in_flight=2,
+            allow_partial=True, **FAST,
+        )
+        creates = sorted(r.time for r in emu.requests if r.route == "kling.create")
+
+    assert [outcome.error for outcome in result.outcomes] == [None, None]
+    assert result.stored_count == 2 and len(emu.jobs) == 2
+    refused = len(creates) - 2
+    assert 0 < refused <= 17  # it was refused, and asked again at most once a second
+    assert all(later - earlier >= 0.99 for earlier, later in zip(creates[1:], creates[2:]))
 
 
 async def test_an_unsaved_credentials_block_is_refused(emulator, tmp_path):

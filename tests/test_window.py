@@ -9,7 +9,7 @@ import pytest
 import respx
 
 from prefect_comet import CometClient, RetryPolicy
-from prefect_comet.window import AdaptiveWindow, requeue_refused_create
+from prefect_comet.window import AdaptiveWindow, patient_creates, requeue_refused_create
 
 PROBE = 0.2
 
@@ -93,6 +93,25 @@ async def test_the_hook_declines_outside_a_window_and_after_patience():
         assert await requeue_refused_create(None) is True
         await asyncio.sleep(0.06)
         assert await requeue_refused_create(None) is False  # refused too long: the client's policy decides
+
+
+async def test_outside_a_window_patience_waits_growing_waits_then_declines():
+    with patient_creates(seconds=0.3, probe_interval=0.05, max_wait=0.1):
+        started = asyncio.get_running_loop().time()
+        gaps = []
+        while await requeue_refused_create(None):
+            now = asyncio.get_running_loop().time()
+            gaps.append(now - started)
+            started = now
+    assert len(gaps) >= 2 and all(0.05 <= gap < 0.2 for gap in gaps)  # never sooner than a probe
+    assert await requeue_refused_create(None) is False  # outside again: the client's policy decides
+
+
+async def test_patience_honours_the_servers_retry_after():
+    with patient_creates(seconds=5, probe_interval=0.01, max_wait=0.02):
+        started = asyncio.get_running_loop().time()
+        assert await requeue_refused_create(0.15) is True
+        assert asyncio.get_running_loop().time() - started >= 0.15
 
 
 def test_max_in_flight_must_be_positive():
