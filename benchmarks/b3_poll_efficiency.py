@@ -5,9 +5,11 @@ policy, see bare_httpx.py) run at the same time against one emulator subprocess 
 take `--latency` seconds (default 120). `--stagger` seconds (default 30) after they start, a
 second batch flow in the same process sends K more Kling jobs of the same kind (model,
 duration, ratio): Kling's native answers carry no progress, so these wait by how long the
-first wave's Kling jobs took (learned in this process), while the first wave had nothing to
-learn from. The stagger must let the first wave be seen finished before the second nears its
-end. From the emulator's own request log, per job:
+first wave's Kling jobs took (learned), while the first wave had nothing to learn from. The
+stagger must let the first wave be seen finished before the second nears its end. Last, a new
+Python process (as a deployment's next run would be) sends K more Kling jobs of that kind: it
+starts with what the earlier ones learned (kept under PREFECT_HOME). From the emulator's own
+request log, per job:
 
 - completed at: when the emulator first answers `completed` (due time, or later if its file
   was still rendering);
@@ -17,7 +19,8 @@ end. From the emulator's own request log, per job:
   after the wait (to fetch fresh download URLs); it is counted separately.
 
     .venv/bin/python benchmarks/b3_poll_efficiency.py   # 120 s: 3 Omni + 3 Kling (ours), 3 Omni (bare),
-                                                        # then 3 Kling (ours) 30 s later
+                                                        # 3 Kling (ours) 30 s later, then 3 Kling
+                                                        # (ours) in a new process
     .venv/bin/python benchmarks/b3_poll_efficiency.py --kling-wrapped   # Kling answers with progress
     .venv/bin/python benchmarks/b3_poll_efficiency.py --latency 300 --jobs 2 --stagger 60
 
@@ -30,17 +33,25 @@ import _common  # noqa: F401  (sets Prefect's environment first)
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 from _common import API_KEY, EmulatorProcess, EmulatorStats, credentials, prefect_server, print_machine, table, verdict
 from bare_httpx import run_bare
 
+if TYPE_CHECKING:
+    from prefect_comet import KlingOmniVideoRequest
+
 
 LEARNED = "ours kling, after one of its kind finished"
+NEXT_RUN = "ours kling, next run (a new process)"
 STATUS_ROUTE = {"omni": ("omni.retrieve", "/v1/videos/{}"), "kling": ("kling.query", "/kling/v1/videos/omni-video/{}")}
 
 
@@ -54,15 +65,40 @@ def per_job(stats: EmulatorStats, task_id: str, provider: str = "omni") -> dict:
     return {"delay": detected - complete, "polls": polls, "after": len(times) - polls}
 
 
-async def run_both(base_url: str, jobs: int, ours_folder: str, bare_folder: str, stagger: float):
-    from prefect_comet import KlingOmniVideoRequest, OmniVideoRequest, generate_videos
+def _kling(prompt: str) -> KlingOmniVideoRequest:
+    from prefect_comet import KlingOmniVideoRequest
 
-    def kling(prompt: str) -> KlingOmniVideoRequest:
-        return KlingOmniVideoRequest(prompt=prompt, aspect_ratio="16:9", duration="5")
+    return KlingOmniVideoRequest(prompt=prompt, aspect_ratio="16:9", duration="5")
+
+
+def next_run(base_url: str, jobs: int, folder: str) -> list[str]:
+    """Run K Kling jobs of the same kind in a new process, as a deployment's next run; their task ids."""
+    from prefect.settings import PREFECT_API_URL
+
+    command = [sys.executable, __file__, "--next-run-against", base_url, "--jobs", str(jobs), "--folder", folder]
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}  # the same Prefect server
+    answer = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    return json.loads(answer.stdout.strip().splitlines()[-1])
+
+
+def _as_next_run(base_url: str, jobs: int, folder: str) -> None:
+    from prefect_comet import generate_videos
+
+    result = asyncio.run(generate_videos(
+        [_kling(f"next-run boat {index}") for index in range(jobs)],
+        destination=folder,
+        credentials=credentials(base_url),
+        max_in_flight=jobs,
+    ))
+    print(json.dumps([outcome.stored.task_id for outcome in result.outcomes]))
+
+
+async def run_both(base_url: str, jobs: int, ours_folder: str, bare_folder: str, stagger: float):
+    from prefect_comet import OmniVideoRequest, generate_videos
 
     ours = generate_videos(
         [OmniVideoRequest(prompt=f"long clip {index}") for index in range(jobs)]
-        + [kling(f"long boat {index}") for index in range(jobs)],
+        + [_kling(f"long boat {index}") for index in range(jobs)],
         destination=ours_folder,
         credentials=credentials(base_url),
         max_in_flight=2 * jobs,
@@ -72,7 +108,7 @@ async def run_both(base_url: str, jobs: int, ours_folder: str, bare_folder: str,
     async def second_wave():
         await asyncio.sleep(stagger)
         return await generate_videos(
-            [kling(f"later boat {index}") for index in range(jobs)],
+            [_kling(f"later boat {index}") for index in range(jobs)],
             destination=os.path.join(ours_folder, "second-wave"),  # its own manifest
             credentials=credentials(base_url),
             max_in_flight=jobs,
@@ -91,7 +127,12 @@ def main() -> None:
     parser.add_argument(
         "--stagger", type=float, default=30.0, help="seconds before the second wave of Kling jobs (ours) starts"
     )
+    parser.add_argument("--next-run-against", default=None, help=argparse.SUPPRESS)  # the new process's part
+    parser.add_argument("--folder", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.next_run_against:
+        _as_next_run(args.next_run_against, args.jobs, args.folder)
+        return
     print_machine()
     print(
         f"B3: ours {args.jobs} Omni + {args.jobs} Kling ({'wrapped' if args.kling_wrapped else 'native'} query shape), "
@@ -106,6 +147,7 @@ def main() -> None:
             started = time.perf_counter()
             result, bare, later = asyncio.run(run_both(emu.base_url, args.jobs, ours_folder, bare_folder, args.stagger))
             wall = time.perf_counter() - started
+            next_ids = next_run(emu.base_url, args.jobs, os.path.join(ours_folder, "next-run"))
             stats = emu.stats()
     finally:
         shutil.rmtree(ours_folder, ignore_errors=True)
@@ -119,6 +161,7 @@ def main() -> None:
         for provider in ("omni", "kling")
     }
     measured[LEARNED] = [per_job(stats, outcome.stored.task_id, "kling") for outcome in later.outcomes]
+    measured[NEXT_RUN] = [per_job(stats, task_id, "kling") for task_id in next_ids]
     measured["bare omni"] = [per_job(stats, item.task_id) for item in bare]
     rows = []
     for variant, jobs in measured.items():
@@ -129,13 +172,13 @@ def main() -> None:
             " / ".join(str(job["polls"]) for job in jobs),
             f"{statistics.mean(job['after'] for job in jobs):.0f}",
         ])
-    print(f"\nall jobs done in {wall:.1f} s\n")
+    print(f"\nall jobs of the first process done in {wall:.1f} s\n")
     print(table(
         ["variant", "detection delay s (each job)", "worst delay s", "status requests to detection (each job)",
          "status GETs after detection"],
         rows,
     ))
-    for variant in ("ours omni", "ours kling", LEARNED):
+    for variant in ("ours omni", "ours kling", LEARNED, NEXT_RUN):
         jobs = measured[variant]
         worst_delay = max(job["delay"] for job in jobs)
         worst_requests = max(job["polls"] + job["after"] for job in jobs)
