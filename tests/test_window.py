@@ -95,7 +95,7 @@ async def test_the_hook_declines_outside_a_window_and_after_patience():
         assert await requeue_refused_create(None) is False  # refused too long: the client's policy decides
 
 
-async def test_outside_a_window_patience_waits_growing_waits_then_declines():
+async def test_outside_a_window_patience_waits_between_tries_then_declines():
     with patient_creates(seconds=0.3, probe_interval=0.05, max_wait=0.1):
         started = asyncio.get_running_loop().time()
         gaps = []
