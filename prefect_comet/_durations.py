@@ -105,7 +105,7 @@ def _read(path: Path) -> dict[str, list[float]]:
     # An estimate is a convenience: a missing or damaged file means "nothing learned yet".
     try:
         kinds = json.loads(path.read_text())["kinds"]
-        return {str(kind): [float(s) for s in seconds if float(s) > 0] for kind, seconds in kinds.items()}
+        return {str(kind): [value for value in map(float, seconds) if value > 0] for kind, seconds in kinds.items()}
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
