@@ -33,9 +33,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 API_KEY = "sk-bench-0000"
 HERE = Path(__file__).resolve().parent
@@ -79,7 +80,7 @@ class EmulatorProcess:
         self._process: subprocess.Popen[str] | None = None
         self.base_url = ""
 
-    def __enter__(self) -> "EmulatorProcess":
+    def __enter__(self) -> EmulatorProcess:
         command = [sys.executable, str(HERE / "_common.py"), "serve", "--api-key", API_KEY]
         for name, value in self.options.items():
             if value is not None:
@@ -133,12 +134,12 @@ class InProcessEmulator:
         return float("nan")
 
     def __init__(self, **options: Any) -> None:
-        from prefect_comet.emulator import CometEmulator
+        from prefect_comet.testing.emulator import CometEmulator
 
         self._emulator = CometEmulator(api_key=API_KEY, **options)
         self.base_url = ""
 
-    def __enter__(self) -> "InProcessEmulator":
+    def __enter__(self) -> InProcessEmulator:
         self._emulator.start()
         self.base_url = self._emulator.base_url
         return self
@@ -150,7 +151,7 @@ class InProcessEmulator:
         self._emulator.stop()
 
 
-def emulator(in_process: bool = False, **options: Any) -> "EmulatorProcess | InProcessEmulator":
+def emulator(in_process: bool = False, **options: Any) -> EmulatorProcess | InProcessEmulator:
     """The emulator the benchmarks use: a subprocess unless `in_process`."""
     return InProcessEmulator(**options) if in_process else EmulatorProcess(**options)
 
@@ -171,7 +172,7 @@ def _snapshot(emulator: Any) -> tuple[list[tuple[str | None, str, float]], dict[
 
 
 def _serve(argv: list[str]) -> None:
-    from prefect_comet.emulator import CometEmulator
+    from prefect_comet.testing.emulator import CometEmulator
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--api-key", default=API_KEY)
@@ -235,7 +236,7 @@ class RSSPeak:
     samples: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
 
-    def __enter__(self) -> "RSSPeak":
+    def __enter__(self) -> RSSPeak:
         self.start = self.peak = rss_bytes()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
         self._thread.start()

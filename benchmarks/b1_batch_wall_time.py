@@ -15,12 +15,10 @@ CPU per job roughly constant as N grows.
 
 from __future__ import annotations
 
-import _common  # noqa: F401  (sets Prefect's environment first)
-
 import argparse
 import asyncio
-import cProfile
 import contextlib
+import cProfile
 import json
 import math
 import shutil
@@ -30,16 +28,17 @@ import time
 from pathlib import Path
 from unittest import mock
 
+import _common  # noqa: F401  (sets Prefect's environment first)
 from _common import (
     API_KEY,
     completed_task_runs,
-    emulator,
     credentials,
+    emulator,
     own_cpu,
     prefect_server,
     print_machine,
-    server_catch_up,
     process_cpu,
+    server_catch_up,
     table,
     verdict,
 )
@@ -115,8 +114,8 @@ ABLATION_STEPS = [
 
 def _ablate(step: str | None, stack: contextlib.ExitStack) -> str:
     """Switch one cost off; returns what was patched (or why not)."""
-    import prefect_comet.batch as batch
-    import prefect_comet.storage as storage
+    import prefect_comet.batch.flow as batch
+    import prefect_comet.steps.storing as storage
     import prefect_comet.tasks as tasks
 
     def patch(module: object, name: str, value: object) -> str:

@@ -5,9 +5,9 @@ serving a padded MP4 (`pad_to_bytes`):
 
 - bare:          httpx stream -> file, nothing else (the reference);
 - bare+sha256:   the same, hashing on the way;
-- ours download: `prefect_comet.downloads.download` (stream, signature and size checks,
+- ours download: `prefect_comet.steps.downloading.download` (stream, signature and size checks,
                  SHA-256 on the way) into an fsspec local file;
-- ours store:    `prefect_comet.storage.store_videos` (download + read back to verify SHA-256 +
+- ours store:    `prefect_comet.steps.storing.store_videos` (download + read back to verify SHA-256 +
                  probe + poster + atomic move + sidecar), no Prefect;
 - ours persist:  the `persist_video` Prefect task (store + artifacts + event) on a temporary server.
 
@@ -21,8 +21,6 @@ Targets: ours download >= 80 % of bare throughput; RSS growth <= 64 MiB.
 
 from __future__ import annotations
 
-import _common  # noqa: F401  (sets Prefect's environment first)
-
 import argparse
 import asyncio
 import hashlib
@@ -32,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common  # noqa: F401  (sets Prefect's environment first)
 import httpx
-
 from _common import (
     API_KEY,
     EmulatorProcess,
@@ -67,7 +65,7 @@ async def bare(base_url: str, task_id: str, target: Path, hash_it: bool) -> int:
 async def ours_download(block, task_id: str, target: Path) -> int:
     import fsspec
 
-    from prefect_comet.downloads import download
+    from prefect_comet.steps.downloading import download
 
     fs = fsspec.filesystem("file")
     async with block.get_client() as client:
@@ -78,7 +76,7 @@ async def ours_download(block, task_id: str, target: Path) -> int:
 
 
 async def ours_store(block, job, folder: Path) -> int:
-    from prefect_comet.storage import store_videos
+    from prefect_comet.steps.storing import store_videos
 
     async with block.get_client() as client:
         stored = await store_videos(client, job, str(folder))
@@ -95,8 +93,9 @@ async def ours_persist(block, job, folder: Path) -> int:
 async def make_job(block):
     """One finished Omni job, created and waited for with the library."""
     from prefect_comet import OmniVideoRequest
-    from prefect_comet.providers.omni import OmniProvider
-    from prefect_comet.waiting import PollPolicy, poll_until_terminal
+    from prefect_comet.api.omni import OmniProvider
+    from prefect_comet.steps.poll_cadence import PollPolicy
+    from prefect_comet.steps.waiting import poll_until_terminal
 
     async with block.get_client() as client:
         job = await OmniProvider().create(client, OmniVideoRequest(prompt="a large clip"), idempotency_key="b2")

@@ -29,8 +29,6 @@ Target: a 120 s job detected within 5 s of completion with <= 20 status requests
 
 from __future__ import annotations
 
-import _common  # noqa: F401  (sets Prefect's environment first)
-
 import argparse
 import asyncio
 import json
@@ -43,6 +41,7 @@ import tempfile
 import time
 from typing import TYPE_CHECKING
 
+import _common  # noqa: F401  (sets Prefect's environment first)
 from _common import API_KEY, EmulatorProcess, EmulatorStats, credentials, prefect_server, print_machine, table, verdict
 from bare_httpx import run_bare
 

@@ -13,8 +13,6 @@ Targets: zero failed jobs; wall <= 1.3 x ideal.
 
 from __future__ import annotations
 
-import _common  # noqa: F401  (sets Prefect's environment first)
-
 import argparse
 import asyncio
 import math
@@ -22,6 +20,7 @@ import shutil
 import tempfile
 import time
 
+import _common  # noqa: F401  (sets Prefect's environment first)
 from _common import EmulatorProcess, credentials, prefect_server, print_machine, table, verdict
 
 

@@ -3,7 +3,7 @@
 No Prefect, no prefect_comet: one `httpx.AsyncClient`, one coroutine per job, at most
 `max_in_flight` jobs at once. Each job does what the batch flow does for an Omni request:
 create (multipart `POST /v1/videos`), poll `GET /v1/videos/{id}` with the same poll policy as
-`prefect_comet.waiting.PollPolicy` (first interval 2 s, x1.5 per look up to 15 s; once progress
+`prefect_comet.steps.poll_cadence.PollPolicy` (first interval 2 s, x1.5 per look up to 15 s; once progress
 rises, half the estimated remaining time within those bounds; `openai-poll-after-ms` wins),
 stream `GET /v1/videos/{id}/content` to a local `.partial` file while hashing it with SHA-256,
 then rename it into place.

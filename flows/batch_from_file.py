@@ -17,7 +17,7 @@ from contextlib import nullcontext
 from prefect import flow
 
 from prefect_comet import BatchResult, CometAPICredentials, generate_videos
-from prefect_comet.console import emulated_api
+from prefect_comet.testing.terminal import emulated_api
 
 
 @flow(name="batch-from-file")

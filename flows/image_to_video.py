@@ -26,7 +26,7 @@ from prefect_comet import (
     StoredVideo,
     generate_video,
 )
-from prefect_comet.console import add_run_arguments, run_pipeline
+from prefect_comet.testing.terminal import add_run_arguments, run_pipeline
 
 DEFAULT_PROMPT = "The scene in <<<image_1>>> slowly comes to life"
 

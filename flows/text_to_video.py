@@ -20,7 +20,7 @@ from typing import Literal
 from prefect import flow
 
 from prefect_comet import CometAPICredentials, OmniVideoRequest, StoredVideo, generate_video
-from prefect_comet.console import add_run_arguments, run_pipeline
+from prefect_comet.testing.terminal import add_run_arguments, run_pipeline
 
 DEFAULT_PROMPT = "Ocean waves rolling onto a sandy beach at golden hour"
 

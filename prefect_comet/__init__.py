@@ -1,5 +1,8 @@
 """prefect-comet: CometAPI video generation as Prefect tasks and flows.
 
+The files at this level are the public API; the folders hold the machinery, one per stage
+of the data path (see docs/architecture.md).
+
 Example:
     ```python
     from prefect_comet import OmniVideoRequest, generate_video
@@ -9,13 +12,8 @@ Example:
     ```
 """
 
-from prefect_comet.batch import BatchResult, JobOutcome, generate_videos
-from prefect_comet.client import CometClient
-from prefect_comet.credentials import CometAPICredentials
-from prefect_comet.flows import generate_video
-from prefect_comet.models import StoredVideo, VideoJob, VideoOutput, VideoStatus
-from prefect_comet.progress import watch_progress
-from prefect_comet.providers.kling_request import (
+from prefect_comet.api.client import CometClient
+from prefect_comet.api.kling_request import (
     KlingElement,
     KlingImage,
     KlingOmniVideoRequest,
@@ -23,16 +21,24 @@ from prefect_comet.providers.kling_request import (
     KlingVideo,
     KlingWatermark,
 )
-from prefect_comet.providers.omni import OmniVideoRequest
-from prefect_comet.retries import RetryPolicy
+from prefect_comet.api.omni_request import OmniVideoRequest
+from prefect_comet.api.retries import RetryPolicy
+from prefect_comet.batch.flow import generate_videos
+from prefect_comet.credentials import CometAPICredentials
+from prefect_comet.flows import generate_video
+from prefect_comet.models import BatchResult, JobOutcome, StoredVideo, VideoJob, VideoOutput, VideoStatus
+from prefect_comet.options import GenerationOptions
 from prefect_comet.tasks import create_video, persist_video, wait_for_video
+from prefect_comet.ui.progress import watch_progress
+
+__version__ = "0.1.0"
 
 __all__ = [
     "BatchResult",
-    "JobOutcome",
-    "generate_videos",
     "CometAPICredentials",
     "CometClient",
+    "GenerationOptions",
+    "JobOutcome",
     "KlingElement",
     "KlingImage",
     "KlingOmniVideoRequest",
@@ -45,8 +51,10 @@ __all__ = [
     "VideoJob",
     "VideoOutput",
     "VideoStatus",
+    "__version__",
     "create_video",
     "generate_video",
+    "generate_videos",
     "persist_video",
     "wait_for_video",
     "watch_progress",

@@ -1,19 +1,28 @@
-"""The CometAPI credentials block."""
+"""The CometAPI credentials block, and the pooled client it hands out.
+
+One connection pool per account and event loop is shared by every task that runs there, so
+a batch of hundreds of jobs polls over a handful of kept-alive connections.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 
-from prefect.blocks.core import Block
+from prefect.blocks.abstract import CredentialsBlock
 from pydantic import Field, SecretStr
 
-from prefect_comet.client import CometClient
+from prefect_comet.api.client import CometClient
 from prefect_comet.exceptions import MissingAPIKeyError
 
 DEFAULT_BASE_URL = "https://api.cometapi.com"
 
 
-class CometAPICredentials(Block):
+class CometAPICredentials(CredentialsBlock):
     """Credentials and connection settings for CometAPI.
 
     Args:
@@ -23,7 +32,7 @@ class CometAPICredentials(Block):
         read_timeout: Seconds to wait for each read of a response.
 
     Example:
-        Load stored credentials and open a client:
+        Load stored credentials and borrow the account's pooled client:
         ```python
         from prefect_comet import CometAPICredentials
 
@@ -57,7 +66,7 @@ class CometAPICredentials(Block):
     )
 
     @classmethod
-    def from_env(cls) -> "CometAPICredentials":
+    def from_env(cls) -> CometAPICredentials:
         """Build credentials from `COMETAPI_KEY` and `COMETAPI_BASE_URL`.
 
         Returns:
@@ -80,11 +89,17 @@ class CometAPICredentials(Block):
         base_url = os.environ.get("COMETAPI_BASE_URL", "").strip() or DEFAULT_BASE_URL
         return cls(api_key=SecretStr(api_key), base_url=base_url)
 
-    def get_client(self) -> CometClient:
-        """Return a pooled async client for this account; use it as an async context manager.
+    def get_client(self) -> AbstractAsyncContextManager[CometClient]:
+        """Borrow this account's pooled client on the running event loop.
+
+        Every borrower on one loop with the same key and base URL shares one connection
+        pool; it closes when the last borrower is done. Use it as an async context manager.
 
         Returns:
-            A `CometClient` that closes its connections on exit.
+            An async context manager that yields the shared `CometClient`.
+
+        Raises:
+            MissingAPIKeyError: The block holds an empty key.
 
         Example:
             ```python
@@ -95,14 +110,48 @@ class CometAPICredentials(Block):
         api_key = self.api_key.get_secret_value().strip()
         if not api_key:
             raise MissingAPIKeyError("The CometAPI credentials block holds an empty API key.")
-        return CometClient(
-            base_url=self.base_url,
-            api_key=api_key,
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
+        return _lease(self, api_key)
+
+
+def borrow_client(credentials: CometAPICredentials | None) -> AbstractAsyncContextManager[CometClient]:
+    """The pooled client of the given block, or of `COMETAPI_KEY` when none is given.
+
+    Example:
+        ```python
+        async with borrow_client(None) as client:
+            ...
+        ```
+    """
+    return (credentials if credentials is not None else CometAPICredentials.from_env()).get_client()
+
+
+@dataclass
+class _Pool:
+    client: CometClient
+    users: int = 0
+
+
+_pools: dict[tuple[int, str, str], _Pool] = {}
+
+
+@asynccontextmanager
+async def _lease(credentials: CometAPICredentials, api_key: str) -> AsyncIterator[CometClient]:
+    slot = (id(asyncio.get_running_loop()), credentials.base_url, hashlib.sha256(api_key.encode()).hexdigest())
+    pool = _pools.get(slot)
+    if pool is None:
+        pool = _pools[slot] = _Pool(
+            CometClient(
+                base_url=credentials.base_url,
+                api_key=api_key,
+                connect_timeout=credentials.connect_timeout,
+                read_timeout=credentials.read_timeout,
+            )
         )
-
-
-def resolve_credentials(credentials: CometAPICredentials | None) -> CometAPICredentials:
-    """Return the given block, or credentials from the environment when none is given."""
-    return credentials if credentials is not None else CometAPICredentials.from_env()
+    pool.users += 1
+    try:
+        yield pool.client
+    finally:
+        pool.users -= 1
+        if pool.users == 0 and _pools.get(slot) is pool:
+            del _pools[slot]
+            await pool.client.aclose()

@@ -1,16 +1,39 @@
-"""Exceptions raised by prefect-comet, one class per failure.
+"""Every error prefect-comet raises, one class per failure.
 
-Every message says which task it concerns (when one is known) and what the user can do,
-and never contains the API key or a signed URL.
+```
+CometAPIError                     task_id, status_code, code, request_id
+├── MissingAPIKeyError            no block and no COMETAPI_KEY
+├── AuthenticationError           HTTP 401/403, Kling 1000-1004, 1103
+├── AccountError                  Kling 1100-1102: balance or billing; a person must act
+├── BadRequestError               HTTP 400, Kling 1200-1203: fix the input
+│   ├── IdempotencyKeyReusedError one key, two different requests
+│   └── ContentPolicyError        Kling 1300/1301
+├── RateLimitError                HTTP 429, Kling 1302/1303, after retries
+├── ServerError                   HTTP 5xx or no connection, after retries
+├── NotFoundError                 HTTP 404: no such task
+├── CreateOutcomeUnknownError     the create may have reached the server: the job may exist
+├── GenerationFailedError         the server ended the job as failed
+├── WaitTimeoutError              not done by the deadline (last_status); resume by task id
+├── UnknownStatusError            a status no document names, for too long
+├── InvalidContentError           the downloaded bytes are not the promised video
+├── OutputMismatchError           the stored video is not what was asked (strict_output)
+├── ResponseFormatError           an answer that is not the documented JSON shape
+└── BatchFailedError              some jobs of a batch failed (failed_count, manifest_uri)
+```
+
+Every message says which task it concerns (when one is known) and what to do, and never
+contains the API key or a signed URL. What code may act on is also an attribute.
 
 Example:
     ```python
-    from prefect_comet.exceptions import CometAPIError, WaitTimeoutError
+    from prefect_comet.exceptions import RateLimitError, WaitTimeoutError
 
     try:
         job = await wait_for_video(job)
-    except WaitTimeoutError as exc:
-        print("resume later with task id", exc.task_id)
+    except WaitTimeoutError as error:
+        print("resume later with task id", error.task_id)
+    except RateLimitError as error:
+        print(error.status_code, error.code, error.request_id)
     ```
 """
 
@@ -18,23 +41,42 @@ from __future__ import annotations
 
 
 class CometAPIError(Exception):
-    """Base class of every prefect-comet error."""
+    """Base class of every prefect-comet error.
 
-    def __init__(self, message: str, *, task_id: str | None = None) -> None:
+    Args:
+        message: What happened and what to do.
+        task_id: The server's task id, when one is known (also appended to the message).
+        status_code: The HTTP status of the answer that caused it, if any.
+        code: Kling's numeric error code, if the answer carried one.
+        request_id: The server's request id, if the answer carried one (for support).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        task_id: str | None = None,
+        status_code: int | None = None,
+        code: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
         self.task_id = task_id
+        self.status_code = status_code
+        self.code = code
+        self.request_id = request_id
         if task_id and task_id not in message:
             message = f"{message} (task id: {task_id})"
         super().__init__(message)
 
-    def __reduce__(self):  # keep task_id when Prefect pickles the exception
+    def __reduce__(self):  # keep the attributes when Prefect pickles the exception
         return (_rebuild, (type(self), str(self), self.__dict__))
 
 
 def _rebuild(cls: type[CometAPIError], message: str, state: dict) -> CometAPIError:
-    exc = cls.__new__(cls)
-    Exception.__init__(exc, message)
-    exc.__dict__.update(state)
-    return exc
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
 
 
 class MissingAPIKeyError(CometAPIError):
@@ -66,7 +108,7 @@ class RateLimitError(CometAPIError):
 
 
 class ServerError(CometAPIError):
-    """The API failed on its side (HTTP 5xx) and retries ran out."""
+    """The API failed on its side (HTTP 5xx) or could not be reached, and retries ran out."""
 
 
 class NotFoundError(CometAPIError):
@@ -82,11 +124,15 @@ class GenerationFailedError(CometAPIError):
 
 
 class WaitTimeoutError(CometAPIError):
-    """The job did not finish before the deadline; it may still finish, resume by task id."""
+    """The job did not finish before the deadline; it may still finish, resume by task id.
 
-    def __init__(
-        self, message: str, *, task_id: str | None = None, last_status: str | None = None
-    ) -> None:
+    Args:
+        message: What happened and what to do.
+        task_id: The job's task id.
+        last_status: The last status the server answered.
+    """
+
+    def __init__(self, message: str, *, task_id: str | None = None, last_status: str | None = None) -> None:
         super().__init__(message, task_id=task_id)
         self.last_status = last_status
 
@@ -105,3 +151,18 @@ class OutputMismatchError(CometAPIError):
 
 class ResponseFormatError(CometAPIError):
     """The server answered something that is not the documented JSON shape."""
+
+
+class BatchFailedError(CometAPIError):
+    """Some jobs of a batch failed and partial results were not allowed.
+
+    Args:
+        message: How many failed and what to do.
+        failed_count: How many jobs failed.
+        manifest_uri: The manifest that lists every outcome.
+    """
+
+    def __init__(self, message: str, *, failed_count: int = 0, manifest_uri: str | None = None) -> None:
+        super().__init__(message)
+        self.failed_count = failed_count
+        self.manifest_uri = manifest_uri

@@ -1,29 +1,36 @@
-"""Composite flows: from a request to a verified video in storage."""
+"""The flow `generate_video`, and the per-job sequence it shares with the batch flow."""
 
 from __future__ import annotations
 
-from prefect import flow
+from collections.abc import Callable
 
+from prefect import flow
+from prefect.logging import get_run_logger
+
+from prefect_comet.api.client import OnRefused
+from prefect_comet.api.families import VideoRequest
 from prefect_comet.credentials import CometAPICredentials
-from prefect_comet.downloads import DEFAULT_MAX_BYTES
-from prefect_comet.jobs import IfOutcomeUnknown, default_idempotency_key
+from prefect_comet.exceptions import GenerationFailedError, OutputMismatchError
 from prefect_comet.models import StoredVideo
-from prefect_comet.pipeline import GenerationOptions, produce_video
-from prefect_comet.providers import VideoRequest
+from prefect_comet.options import DEFAULT_DESTINATION, DEFAULTS, GenerationOptions, IfOutcomeUnknown
+from prefect_comet.steps.create_once import idempotency_key_for
+from prefect_comet.steps.ledger import JobLedger
+from prefect_comet.steps.storing import verified
+from prefect_comet.tasks import create_and_announce, create_video, persist_video, wait_for_video
 
 
 @flow(name="generate-video", flow_run_name="generate-{request.provider}-video")
 async def generate_video(
     request: VideoRequest,
-    destination: str = "./videos",
+    destination: str = DEFAULT_DESTINATION,
     credentials: CometAPICredentials | None = None,
     idempotency_key: str | None = None,
-    if_outcome_unknown: IfOutcomeUnknown = "fail",
-    timeout_seconds: float = 1800.0,
-    poll_interval_seconds: float = 2.0,
-    max_poll_interval_seconds: float = 15.0,
-    max_video_bytes: int = DEFAULT_MAX_BYTES,
-    strict_output: bool = False,
+    if_outcome_unknown: IfOutcomeUnknown = DEFAULTS.if_outcome_unknown,
+    timeout_seconds: float = DEFAULTS.timeout_seconds,
+    poll_interval_seconds: float = DEFAULTS.poll_interval_seconds,
+    max_poll_interval_seconds: float = DEFAULTS.max_poll_interval_seconds,
+    max_video_bytes: int = DEFAULTS.max_video_bytes,
+    strict_output: bool = DEFAULTS.strict_output,
 ) -> StoredVideo:
     """Generate one video and store it, verified, under `destination`, paying at most once.
 
@@ -67,18 +74,98 @@ async def generate_video(
             return stored.uri
         ```
     """
-    options = GenerationOptions(
-        if_outcome_unknown=if_outcome_unknown,
-        timeout_seconds=timeout_seconds,
-        poll_interval_seconds=poll_interval_seconds,
-        max_poll_interval_seconds=max_poll_interval_seconds,
-        max_video_bytes=max_video_bytes,
-        strict_output=strict_output,
-    )
     return await produce_video(
         request,
-        idempotency_key=idempotency_key or default_idempotency_key(request),
+        idempotency_key=idempotency_key or idempotency_key_for(request),
         destination=destination,
         credentials=credentials,
-        options=options,
+        options=GenerationOptions.from_parameters(locals()),
     )
+
+
+async def produce_video(
+    request: VideoRequest,
+    *,
+    idempotency_key: str,
+    destination: str,
+    credentials: CometAPICredentials | None,
+    options: GenerationOptions,
+    on_admitted: Callable[[], None] | None = None,
+    on_generated: Callable[[], None] | None = None,
+    on_refused: OnRefused | None = None,
+    steps_as_tasks: bool = True,
+) -> StoredVideo:
+    """Create (or resume) the job for a key, wait for it and store its videos.
+
+    The ledger beside the videos is checked first: a key whose videos are stored and
+    still verify returns them without any API call.
+
+    Args:
+        request: The generation request.
+        idempotency_key: One job per key.
+        destination: Any fsspec URL or local folder.
+        credentials: The CometAPI block, or None for the environment.
+        options: Timeouts, poll cadence, size cap, ambiguous-create policy.
+        on_admitted: Called once the server has taken the job.
+        on_generated: Called once the server is done with it (before the download).
+        on_refused: What a refused create waits for (a batch's window); used with the steps
+            inline (`steps_as_tasks=False`), as a task's parameters are recorded.
+        steps_as_tasks: Run create, wait and persist as task runs of their own. A batch
+            runs each job as one task and its steps inside it: a third of the server writes.
+
+    Returns:
+        The stored video.
+    """
+    ledger = JobLedger.beside(destination)
+    record = ledger.get(idempotency_key)
+    stored = verified(record.stored) if record is not None and record.state == "stored" else None
+    if stored is not None:
+        get_run_logger().info("Already stored for idempotency key %s: %s", idempotency_key, stored.uri)
+        return _checked(stored, options)
+    if steps_as_tasks:
+        wait, persist = wait_for_video, persist_video
+        job = await create_video(
+            request, credentials, idempotency_key, ledger.uri, options.if_outcome_unknown
+        )
+    else:
+        wait, persist = wait_for_video.fn, persist_video.fn
+        job = await create_and_announce(
+            request, credentials, idempotency_key, ledger.uri, options.if_outcome_unknown, on_refused=on_refused
+        )
+    if on_admitted:
+        on_admitted()
+    try:
+        job = await wait(
+            job,
+            credentials,
+            timeout_seconds=options.timeout_seconds,
+            poll_interval_seconds=options.poll_interval_seconds,
+            max_poll_interval_seconds=options.max_poll_interval_seconds,
+            publish_artifacts=options.per_job_artifacts,
+        )
+    except GenerationFailedError as error:
+        ledger.record_outcome(idempotency_key, error=str(error))
+        raise
+    if on_generated:
+        on_generated()
+    stored = await persist(
+        job,
+        destination,
+        credentials,
+        max_video_bytes=options.max_video_bytes,
+        publish_artifacts=options.per_job_artifacts,
+    )
+    ledger.record_outcome(idempotency_key, stored=stored)
+    return _checked(stored, options)
+
+
+def _checked(stored: StoredVideo, options: GenerationOptions) -> StoredVideo:
+    # The video stays stored (it was paid for); strict output only fails the run.
+    if options.strict_output and stored.mismatches:
+        raise OutputMismatchError(
+            f"The video stored at {stored.uri} is not what was asked for: "
+            f"{'; '.join(stored.mismatches)}. What to do: accept it (strict_output=False) "
+            "or change the request.",
+            task_id=stored.task_id,
+        )
+    return stored

@@ -1,10 +1,10 @@
-"""What flows pass around: a job on the server and a video in storage."""
+"""What flows pass around: a job on the server, a video in storage, the outcomes of a batch."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -137,3 +137,55 @@ class StoredVideo(BaseModel):
     watermarked: bool = False
     external_task_id: str | None = None
     extras: list[StoredVideo] = Field(default_factory=list)
+
+
+class JobOutcome(BaseModel):
+    """What became of one request of a batch (a manifest line).
+
+    Args:
+        index: The request's position in the batch.
+        idempotency_key: The key its job was created under.
+        provider: The API family.
+        prompt: The request's prompt, if it has one.
+        status: `stored` or `failed`.
+        stored: The stored video, when stored.
+        error_type: The exception's class name, when failed.
+        error: The exception's message, when failed.
+    """
+
+    index: int
+    idempotency_key: str
+    provider: str
+    prompt: str | None = None
+    status: Literal["stored", "failed"]
+    stored: StoredVideo | None = None
+    error_type: str | None = None
+    error: str | None = None
+
+
+class BatchResult(BaseModel):
+    """Every job's outcome and where the manifest was written.
+
+    Args:
+        manifest_uri: The JSONL manifest of every outcome.
+        outcomes: One outcome per request, in order.
+
+    Example:
+        ```python
+        result = await generate_videos("s3://bucket/prompts.jsonl", "s3://bucket/videos")
+        print(result.stored_count, "stored;", result.failed_count, "failed; see", result.manifest_uri)
+        ```
+    """
+
+    manifest_uri: str
+    outcomes: list[JobOutcome]
+
+    @property
+    def stored_count(self) -> int:
+        """How many jobs were stored."""
+        return sum(outcome.status == "stored" for outcome in self.outcomes)
+
+    @property
+    def failed_count(self) -> int:
+        """How many jobs failed."""
+        return sum(outcome.status == "failed" for outcome in self.outcomes)

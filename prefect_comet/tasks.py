@@ -1,6 +1,7 @@
-"""Prefect tasks: create a video job, wait for it, persist its files.
+"""The three Prefect tasks: create a video job, wait for it, persist its files.
 
-The tasks are async. In an async flow, await them; in a sync flow, use
+Each is a thin wrapper over its step in `steps/` that adds the run's logs, events and
+artifacts. The tasks are async. In an async flow, await them; in a sync flow, use
 `create_video.submit(...).result()`.
 """
 
@@ -11,19 +12,20 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.settings import PREFECT_HOME
 
-from prefect_comet.artifacts import LiveProgress, publish_video
-from prefect_comet.credentials import CometAPICredentials
-from prefect_comet.downloads import DEFAULT_MAX_BYTES
-from prefect_comet.events import emit_video_event
+from prefect_comet.api.client import OnRefused
+from prefect_comet.api.families import VideoRequest
+from prefect_comet.credentials import CometAPICredentials, borrow_client
 from prefect_comet.exceptions import GenerationFailedError
-from prefect_comet.jobs import IfOutcomeUnknown, default_idempotency_key, obtain_job
-from prefect_comet.ledger import JobLedger
 from prefect_comet.models import StoredVideo, VideoJob
-from prefect_comet.progress import report_progress
-from prefect_comet.pool import shared_client
-from prefect_comet.providers import VideoRequest
-from prefect_comet.storage import store_videos
-from prefect_comet.waiting import PollPolicy, poll_until_terminal
+from prefect_comet.options import DEFAULT_DESTINATION, DEFAULTS, IfOutcomeUnknown
+from prefect_comet.steps.create_once import create_once, idempotency_key_for
+from prefect_comet.steps.ledger import JobLedger
+from prefect_comet.steps.poll_cadence import PollPolicy
+from prefect_comet.steps.storing import store_videos
+from prefect_comet.steps.waiting import poll_until_terminal
+from prefect_comet.ui.events import emit_video_event
+from prefect_comet.ui.progress import LiveProgress, report_progress
+from prefect_comet.ui.summary import publish_video
 
 
 # NO_CACHE: the ledger, not Prefect's cache, decides whether a job exists. Prefect
@@ -34,7 +36,7 @@ async def create_video(
     credentials: CometAPICredentials | None = None,
     idempotency_key: str | None = None,
     ledger_uri: str | None = None,
-    if_outcome_unknown: IfOutcomeUnknown = "fail",
+    if_outcome_unknown: IfOutcomeUnknown = DEFAULTS.if_outcome_unknown,
 ) -> VideoJob:
     """Create the job for a request once per idempotency key, or resume the known one.
 
@@ -58,14 +60,45 @@ async def create_video(
         job = await create_video(OmniVideoRequest(prompt="A red kite"), idempotency_key="kite-1")
         ```
     """
-    logger = get_run_logger()
-    key = idempotency_key or default_idempotency_key(request)
+    return await create_and_announce(
+        request, credentials, idempotency_key, ledger_uri, if_outcome_unknown, on_refused=None
+    )
+
+
+async def create_and_announce(
+    request: VideoRequest,
+    credentials: CometAPICredentials | None,
+    idempotency_key: str | None,
+    ledger_uri: str | None,
+    if_outcome_unknown: IfOutcomeUnknown,
+    *,
+    on_refused: OnRefused | None,
+) -> VideoJob:
+    """The body of `create_video`, also run inside a batch's job task with its refusal hook.
+
+    Args:
+        request: The generation request.
+        credentials: The CometAPI block, or None for the environment.
+        idempotency_key: The job's key; derived from the request and run when None.
+        ledger_uri: The ledger folder; under PREFECT_HOME when None.
+        if_outcome_unknown: See `create_video`.
+        on_refused: What a refused create (429) waits for; see `CometClient.create`.
+
+    Returns:
+        The job.
+    """
+    key = idempotency_key or idempotency_key_for(request)
     ledger = JobLedger(ledger_uri or str(PREFECT_HOME.value() / "comet-ledger"))
-    async with shared_client(credentials) as client:
-        job = await obtain_job(
-            client, request, idempotency_key=key, ledger=ledger, if_outcome_unknown=if_outcome_unknown
+    async with borrow_client(credentials) as client:
+        job = await create_once(
+            client,
+            request,
+            idempotency_key=key,
+            ledger=ledger,
+            if_outcome_unknown=if_outcome_unknown,
+            on_refused=on_refused,
         )
-    logger.info("Job %s (%s) for idempotency key %s.", job.task_id, job.provider, key)
+    get_run_logger().info("Job %s (%s) for idempotency key %s.", job.task_id, job.provider, key)
     emit_video_event("created", job)
     return job
 
@@ -75,10 +108,10 @@ async def create_video(
 async def wait_for_video(
     job: VideoJob,
     credentials: CometAPICredentials | None = None,
-    timeout_seconds: float = 1800.0,
-    poll_interval_seconds: float = 2.0,
-    max_poll_interval_seconds: float = 15.0,
-    publish_artifacts: bool = True,
+    timeout_seconds: float = DEFAULTS.timeout_seconds,
+    poll_interval_seconds: float = DEFAULTS.poll_interval_seconds,
+    max_poll_interval_seconds: float = DEFAULTS.max_poll_interval_seconds,
+    publish_artifacts: bool = DEFAULTS.per_job_artifacts,
 ) -> VideoJob:
     """Poll a job until it succeeds, fails or the deadline passes.
 
@@ -113,7 +146,7 @@ async def wait_for_video(
         last = seen
 
     try:
-        async with shared_client(credentials) as client:
+        async with borrow_client(credentials) as client:
             job = await poll_until_terminal(
                 client, job, timeout_seconds=timeout_seconds, policy=policy, on_update=on_update
             )
@@ -129,10 +162,10 @@ async def wait_for_video(
 @task(name="persist-video", task_run_name="persist-{job.task_id}", cache_policy=NO_CACHE)
 async def persist_video(
     job: VideoJob,
-    destination: str = "./videos",
+    destination: str = DEFAULT_DESTINATION,
     credentials: CometAPICredentials | None = None,
-    max_video_bytes: int = DEFAULT_MAX_BYTES,
-    publish_artifacts: bool = True,
+    max_video_bytes: int = DEFAULTS.max_video_bytes,
+    publish_artifacts: bool = DEFAULTS.per_job_artifacts,
 ) -> StoredVideo:
     """Stream a finished job's videos into fsspec storage, verified, with a JSON sidecar.
 
@@ -152,7 +185,7 @@ async def persist_video(
         ```
     """
     logger = get_run_logger()
-    async with shared_client(credentials) as client:
+    async with borrow_client(credentials) as client:
         stored = await store_videos(client, job, destination, max_bytes=max_video_bytes)
     logger.info(
         "Stored %s (%s bytes, %sx%s, %s s, sha256 %s).",

@@ -11,7 +11,7 @@ from typing import Any
 
 import fsspec
 
-from prefect_comet.ledger import LEDGER_FOLDER
+from prefect_comet.steps.ledger import LEDGER_FOLDER
 
 
 def uri_sha256(uri: str) -> str:

@@ -15,6 +15,9 @@ from pydantic import SecretStr
 
 from prefect_comet import CometAPICredentials
 
+# The S3 fixtures (a moto server on loopback) start only for the tests that ask for them.
+pytest_plugins = ["tests.s3"]
+
 API_KEY = "sk-test-canary-4f1d2c"
 # Poll fast against the emulator; its jobs finish in a fraction of a second.
 FAST = {"poll_interval_seconds": 0.05, "max_poll_interval_seconds": 0.2}
@@ -32,7 +35,7 @@ def prefect_server():
 @pytest.fixture(autouse=True)
 def _forget_learned_durations() -> None:
     """Durations learned from one test's jobs must not change another test's poll cadence."""
-    from prefect_comet import _durations
+    from prefect_comet.steps import learned_durations as _durations
 
     _durations.forget_all()
 
@@ -40,7 +43,7 @@ def _forget_learned_durations() -> None:
 @pytest.fixture
 def emulator():
     """A fresh emulator per test, so request logs and faults never leak between tests."""
-    from prefect_comet.emulator import CometEmulator
+    from prefect_comet.testing.emulator import CometEmulator
 
     with CometEmulator(api_key=API_KEY, latency=0.3) as emu:
         yield emu

@@ -1,6 +1,6 @@
 """Real S3 on loopback for tests: moto's standalone server, reached by s3fs as it would reach AWS.
 
-Import the fixtures into a test module (`from tests.s3 import s3_bucket, s3_server  # noqa: F401`).
+Its fixtures reach every test module through `pytest_plugins` in conftest.py.
 The server runs once per session on 127.0.0.1 with a free port; `AWS_ENDPOINT_URL` (read by
 botocore, hence by s3fs/aiobotocore and boto3) points every S3 client at it, with dummy
 credentials, so `s3://bucket/...` destinations work unchanged.

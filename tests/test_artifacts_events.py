@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -16,26 +16,17 @@ from prefect import flow, task
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext, TaskRunContext
 
-import prefect_comet.artifacts as artifacts
-import prefect_comet.events as events
-from prefect_comet.artifacts import (
-    MAX_INLINE_POSTER_BYTES,
-    LiveProgress,
-    artifact_slug,
-    file_key,
-    progress_key,
-    publish_video,
-    short_prompt,
-    start_progress,
-    summary_key,
-    summary_markdown,
-    update_progress,
-)
-from prefect_comet.emulator.render import encode
-from prefect_comet.events import emit_video_event, video_resource_id
+import prefect_comet.ui.events as events
+import prefect_comet.ui.progress as progress_module
+import prefect_comet.ui.summary as summary_module
+from prefect_comet._files import redact_url
+from prefect_comet.media.poster import extract_poster, store_poster
 from prefect_comet.models import StoredVideo, VideoJob, VideoStatus
-from prefect_comet._responses import redact_url
-from prefect_comet.poster import extract_poster, store_poster
+from prefect_comet.testing.emulator.render import encode
+from prefect_comet.ui.events import emit_video_event, video_resource_id
+from prefect_comet.ui.labels import artifact_key, artifact_slug, short_prompt
+from prefect_comet.ui.progress import LiveProgress, start_progress, update_progress
+from prefect_comet.ui.summary import MAX_INLINE_POSTER_BYTES, publish_video, summary_markdown
 from tests._readback import artifacts_with_key, plain, related_roles, wait_for_events
 
 PROMPT = "A paper boat drifting across a calm pond at dawn"
@@ -50,7 +41,7 @@ def video_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _job(task_id: str, **changes: object) -> VideoJob:
-    created = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    created = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
     fields: dict[str, object] = {
         "provider": "omni",
         "task_id": task_id,
@@ -118,7 +109,7 @@ def test_poster_keeps_small_frames_and_refuses_garbage(video_file: Path) -> None
 
 
 def test_no_poster_without_the_media_extra(monkeypatch: pytest.MonkeyPatch, video_file: Path) -> None:
-    import prefect_comet.poster as poster
+    import prefect_comet.media.poster as poster
 
     monkeypatch.setattr(poster, "av", None)
     with video_file.open("rb") as file:
@@ -149,9 +140,9 @@ def test_store_poster_writes_a_jpeg_beside_the_video(tmp_path: Path, video_file:
 
 def test_keys_follow_prefect_rules_and_stay_unique() -> None:
     assert artifact_slug("task_8f2c") == "task-8f2c"
-    assert progress_key(_job("task_8f2c")) == "video-progress-task-8f2c"
-    assert summary_key("task_8f2c") == "video-summary-task-8f2c"
-    assert file_key("task_8f2c") == "video-file-task-8f2c"
+    assert artifact_key("progress", "task_8f2c") == "video-progress-task-8f2c"
+    assert artifact_key("summary", "task_8f2c") == "video-summary-task-8f2c"
+    assert artifact_key("file", "task_8f2c") == "video-file-task-8f2c"
 
     lossy = {artifact_slug(task_id) for task_id in ("Task_ABC", "task_abc", "task/abc", "x" * 200, "___")}
     assert len(lossy) == 5
@@ -234,13 +225,13 @@ async def test_live_progress_follows_sync_reports_in_order() -> None:
     @flow
     async def follow() -> UUID | None:
         progress = await LiveProgress.start(_job("task_live", status=VideoStatus.QUEUED, progress=0))
-        original = artifacts.aupdate_progress_artifact
+        original = progress_module.aupdate_progress_artifact
 
         async def recording(artifact_id: UUID, progress: float) -> UUID:
             sent.append(progress)
             return await original(artifact_id=artifact_id, progress=progress)
 
-        artifacts.aupdate_progress_artifact = recording
+        progress_module.aupdate_progress_artifact = recording
         try:
             for percent in (10, 20, 30, 40):  # from a sync callback, as poll_until_terminal calls it
                 progress.report(_job("task_live", status=VideoStatus.RUNNING, progress=percent))
@@ -248,7 +239,7 @@ async def test_live_progress_follows_sync_reports_in_order() -> None:
             progress.report(_job("task_live", status=VideoStatus.RUNNING, progress=50))
             await progress.finish(_job("task_live", progress=None))
         finally:
-            artifacts.aupdate_progress_artifact = original
+            progress_module.aupdate_progress_artifact = original
         return progress.artifact_id
 
     artifact_id = await follow()
@@ -285,9 +276,11 @@ async def test_artifact_trouble_never_fails_the_run(
     async def refuse(*args: object, **kwargs: object) -> None:
         raise RuntimeError("artifact API down")
 
-    for name in ("acreate_progress_artifact", "aupdate_progress_artifact",
-                 "acreate_markdown_artifact", "acreate_link_artifact"):
-        monkeypatch.setattr(artifacts, name, refuse)
+    for module, name in ((progress_module, "acreate_progress_artifact"),
+                         (progress_module, "aupdate_progress_artifact"),
+                         (summary_module, "acreate_markdown_artifact"),
+                         (summary_module, "acreate_link_artifact")):
+        monkeypatch.setattr(module, name, refuse)
 
     @flow
     async def operate() -> str:

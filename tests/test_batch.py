@@ -11,7 +11,7 @@ import pytest
 from prefect import flow
 
 from prefect_comet import KlingOmniVideoRequest, OmniVideoRequest, generate_videos
-from prefect_comet.batch import BatchFailedError
+from prefect_comet.exceptions import BatchFailedError
 from tests.conftest import API_KEY, FAST
 
 
@@ -71,7 +71,7 @@ async def test_one_failure_does_not_stop_the_others(emulator, credentials, tmp_p
 
 
 async def test_parallel_task_limit_shrinks_the_window_without_failures(credentials, tmp_path):
-    from prefect_comet.emulator import CometEmulator
+    from prefect_comet.testing.emulator import CometEmulator
 
     with CometEmulator(api_key=API_KEY, latency=1.0, kling_parallel_limit=3) as emu:
         limited = credentials.model_copy(update={"base_url": emu.base_url})

@@ -14,11 +14,10 @@ import json
 import logging
 import time
 import traceback
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -37,8 +36,8 @@ from prefect.settings import (
 )
 
 from prefect_comet import KlingOmniVideoRequest, KlingWatermark, OmniVideoRequest, generate_video
-from prefect_comet.emulator import CometEmulator
 from prefect_comet.exceptions import GenerationFailedError, InvalidContentError
+from prefect_comet.testing.emulator import CometEmulator
 from tests._readback import wait_for_events
 from tests.conftest import API_KEY, FAST
 
@@ -50,7 +49,7 @@ async def test_no_secret_in_any_trace(credentials, tmp_path, caplog):
         caplog.set_level(logging.DEBUG, logger=name)
     results = tmp_path / "results"
     destination = tmp_path / "videos"
-    started = datetime.now(timezone.utc) - timedelta(seconds=5)
+    started = datetime.now(UTC) - timedelta(seconds=5)
     runs: dict[str, Any] = {}  # name -> final state
 
     with temporary_settings({PREFECT_RESULTS_PERSIST_BY_DEFAULT: True, PREFECT_LOCAL_STORAGE_PATH: results}):

@@ -16,7 +16,6 @@ import asyncio
 import time
 from collections import Counter
 
-import pytest
 from prefect import flow
 
 from prefect_comet import (
@@ -28,8 +27,8 @@ from prefect_comet import (
     persist_video,
     wait_for_video,
 )
-from prefect_comet.emulator import CometEmulator
 from prefect_comet.exceptions import CometAPIError, CreateOutcomeUnknownError
+from prefect_comet.testing.emulator import CometEmulator
 from tests._resilience import Starter, ledger_records, uri_sha256
 from tests.conftest import API_KEY, FAST
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prefect_comet.checks import output_mismatches
+from prefect_comet.media.mismatches import output_mismatches
 
 OMNI = {"aspect_ratio": "16:9", "resolution": "720p", "seconds": "4"}
 

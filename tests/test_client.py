@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -12,10 +12,11 @@ import respx
 
 from prefect_comet import CometClient, RetryPolicy
 from prefect_comet import exceptions as exc
-from prefect_comet.downloads import download
+from prefect_comet.api.retries import retry_after_seconds
 from prefect_comet.models import VideoJob
-from prefect_comet.retries import retry_after_seconds
-from prefect_comet.waiting import PollPolicy, poll_until_terminal
+from prefect_comet.steps.downloading import download
+from prefect_comet.steps.poll_cadence import PollPolicy
+from prefect_comet.steps.waiting import poll_until_terminal
 
 BASE = "https://api.test"
 KEY = "sk-secret-key-123"
@@ -31,7 +32,7 @@ async def client():
 
 def test_retry_after_reads_seconds_and_http_dates():
     assert retry_after_seconds(httpx.Headers({"retry-after": "7"})) == 7
-    when = datetime.now(timezone.utc) + timedelta(seconds=30)
+    when = datetime.now(UTC) + timedelta(seconds=30)
     parsed = retry_after_seconds(httpx.Headers({"retry-after": format_datetime(when, usegmt=True)}))
     assert 25 < parsed <= 30
     assert retry_after_seconds(httpx.Headers({"retry-after": "soon"})) is None
@@ -221,7 +222,7 @@ async def test_httpx_request_logs_drop_signed_query_strings(client, caplog):
 @pytest.mark.parametrize("task_id", ["../../x", "a/b", "", "..", "x" * 200, "task\n1", "%2e%2e"])
 @respx.mock
 async def test_implausible_task_ids_from_the_server_are_refused(client, task_id):
-    from prefect_comet.providers.omni import OmniProvider, OmniVideoRequest
+    from prefect_comet.api.omni import OmniProvider, OmniVideoRequest
 
     respx.post(f"{BASE}/v1/videos").respond(200, json={"id": task_id, "status": "queued"})
     with pytest.raises(exc.ResponseFormatError, match="implausible task id"):
@@ -230,7 +231,7 @@ async def test_implausible_task_ids_from_the_server_are_refused(client, task_id)
 
 @respx.mock
 async def test_task_ids_are_quoted_into_paths(client):
-    from prefect_comet.providers.omni import OmniProvider
+    from prefect_comet.api.omni import OmniProvider
 
     route = respx.get(f"{BASE}/v1/videos/..%2Fx").respond(200, json={"id": "ok_1", "status": "queued"})
     await OmniProvider().retrieve(client, "../x")
@@ -238,7 +239,7 @@ async def test_task_ids_are_quoted_into_paths(client):
 
 
 def test_finish_estimate_follows_the_rate_of_progress():
-    from prefect_comet.waiting import _FinishEstimate
+    from prefect_comet.steps.poll_cadence import _FinishEstimate
 
     eta = _FinishEstimate()
     eta.observe(0.0, None)

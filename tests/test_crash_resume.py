@@ -17,7 +17,7 @@ import time
 
 from prefect.settings import PREFECT_API_URL
 
-from prefect_comet.emulator import CometEmulator
+from prefect_comet.testing.emulator import CometEmulator
 from tests._resilience import ledger_records, leftovers, uri_sha256
 from tests._server import Background, prefect_env, wait_until
 from tests.conftest import API_KEY

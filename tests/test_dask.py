@@ -14,7 +14,7 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from pydantic import SecretStr
 
 from prefect_comet import CometAPICredentials, KlingOmniVideoRequest, OmniVideoRequest, generate_videos
-from prefect_comet.progress import watch_progress
+from prefect_comet.ui.progress import watch_progress
 from tests.conftest import API_KEY, FAST
 
 prefect_dask = pytest.importorskip("prefect_dask")
@@ -100,7 +100,7 @@ async def test_a_refused_create_waits_in_its_worker_instead_of_failing(tmp_path)
     # job must wait in its worker and resend, not fail.
     from prefect_dask import DaskTaskRunner
 
-    from prefect_comet.emulator import CometEmulator
+    from prefect_comet.testing.emulator import CometEmulator
 
     with CometEmulator(api_key=API_KEY, latency=17.0, kling_parallel_limit=1) as emu:
         await CometAPICredentials(api_key=SecretStr(API_KEY), base_url=emu.base_url).save(

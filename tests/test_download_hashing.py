@@ -7,9 +7,10 @@ import random
 
 import pytest
 
-from prefect_comet import OmniVideoRequest, _hashing_writer, generate_video
-from prefect_comet._hashing_writer import HashingWriter
-from prefect_comet.emulator import CometEmulator
+from prefect_comet import OmniVideoRequest, generate_video
+from prefect_comet.steps import hashing_writer as _hashing_writer
+from prefect_comet.steps.hashing_writer import HashingWriter
+from prefect_comet.testing.emulator import CometEmulator
 from tests.conftest import API_KEY, FAST
 
 

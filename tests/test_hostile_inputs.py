@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from prefect import flow
 
-import prefect_comet.client as client_module
+import prefect_comet.api.client as client_module
 from prefect_comet import (
     KlingOmniVideoRequest,
     OmniVideoRequest,
@@ -27,7 +27,6 @@ from prefect_comet import (
     persist_video,
     wait_for_video,
 )
-from prefect_comet.emulator import CometEmulator
 from prefect_comet.exceptions import (
     CometAPIError,
     CreateOutcomeUnknownError,
@@ -36,7 +35,8 @@ from prefect_comet.exceptions import (
     ServerError,
     WaitTimeoutError,
 )
-from tests._resilience import leftovers, ledger_records, snapshot
+from prefect_comet.testing.emulator import CometEmulator
+from tests._resilience import ledger_records, leftovers, snapshot
 from tests.conftest import API_KEY, FAST
 
 # One event loop for the module: Prefect's clients then connect once, not once per case.

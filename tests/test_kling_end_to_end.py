@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import fsspec
 import pytest
@@ -54,7 +54,7 @@ async def test_text_to_video(emulator, credentials):
     assert stored.video_id and stored.extras == []
     assert stored.sha256 == emulator.sha256(stored.task_id) == _sha256(stored.uri)
     created = _sidecar(stored.metadata_uri)["timings"]["created_at"]
-    assert created[:4] == str(datetime.now(timezone.utc).year)  # Kling stamps are milliseconds
+    assert created[:4] == str(datetime.now(UTC).year)  # Kling stamps are milliseconds
 
 
 async def test_first_and_end_frame_from_local_files(emulator, credentials, tmp_path):
@@ -138,7 +138,7 @@ async def test_watermark_persists_both_files(emulator, credentials, tmp_path):
 
 
 async def test_wrapped_response_shape(credentials):
-    from prefect_comet.emulator import CometEmulator
+    from prefect_comet.testing.emulator import CometEmulator
 
     with CometEmulator(api_key=API_KEY, latency=0.3, kling_wrapped=True) as emu:
         wrapped = credentials.model_copy(update={"base_url": emu.base_url})
@@ -154,7 +154,7 @@ async def test_failed_task_raises_with_task_status_msg(emulator, credentials):
 
 
 async def test_parallel_task_limit_is_answered_by_backing_off(credentials):
-    from prefect_comet.emulator import CometEmulator
+    from prefect_comet.testing.emulator import CometEmulator
 
     with CometEmulator(api_key=API_KEY, latency=3.0, kling_parallel_limit=1) as emu:
         limited = credentials.model_copy(update={"base_url": emu.base_url})

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from prefect_comet.providers import _images
-from prefect_comet.providers.kling_request import (
+from prefect_comet.api import kling_images as _images
+from prefect_comet.api.kling_request import (
     KlingElement,
     KlingImage,
     KlingOmniVideoRequest,

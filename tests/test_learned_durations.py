@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,11 +14,13 @@ import pytest
 from prefect.settings import PREFECT_HOME
 
 from prefect_comet import CometClient, KlingOmniVideoRequest
-from prefect_comet import _durations, waiting
+from prefect_comet.api.kling import KlingProvider, _job_from_data
+from prefect_comet.api.omni import _job_from_task
 from prefect_comet.models import VideoJob, VideoStatus
-from prefect_comet.providers.kling import KlingProvider, _job_from_data
-from prefect_comet.providers.omni import _job_from_task
-from prefect_comet.waiting import PollPolicy, poll_until_terminal
+from prefect_comet.steps import learned_durations as _durations
+from prefect_comet.steps import poll_cadence, waiting
+from prefect_comet.steps.poll_cadence import PollPolicy
+from prefect_comet.steps.waiting import poll_until_terminal
 from tests.conftest import API_KEY
 
 EPOCH = 1_722_769_557.0  # the fake clock's wall time at monotonic 0
@@ -26,7 +28,7 @@ KLING_REQUEST = {"prompt": "A paper boat", "duration": "5", "mode": "pro", "aspe
 
 
 def _at(seconds: float) -> datetime:
-    return datetime.fromtimestamp(EPOCH + seconds, tz=timezone.utc)
+    return datetime.fromtimestamp(EPOCH + seconds, tz=UTC)
 
 
 def _kling(model: str = "kling-video-o1", **request: str) -> VideoJob:
@@ -145,6 +147,7 @@ async def _follow(
     server = _FakeKling(clock, finish, created, hint, round_trip)
     monkeypatch.setattr(waiting, "provider_for", lambda job: server)
     monkeypatch.setattr(waiting, "time", clock)
+    monkeypatch.setattr(poll_cadence, "time", clock)
     monkeypatch.setattr(waiting, "asyncio", SimpleNamespace(sleep=clock.sleep))
     job = _kling().model_copy(update={"created_at": None if created is None else _at(created)})
     done = await poll_until_terminal(None, job, timeout_seconds=3600)  # type: ignore[arg-type]
@@ -230,7 +233,7 @@ def test_a_new_process_starts_with_what_earlier_ones_learned():
     _durations.remember(_kling(duration="10"), 200)
 
     script = (
-        "from prefect_comet import _durations\n"
+        "from prefect_comet.steps import learned_durations as _durations\n"
         "from prefect_comet.models import VideoJob\n"
         f"request = {KLING_REQUEST!r}\n"
         "job = VideoJob(provider='kling', task_id='t9', model='kling-video-o1', request=request)\n"

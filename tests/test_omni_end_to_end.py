@@ -27,7 +27,7 @@ from prefect_comet.exceptions import (
     OutputMismatchError,
     WaitTimeoutError,
 )
-from prefect_comet.probe import probe_video
+from prefect_comet.media.probe import probe_video
 from tests.conftest import API_KEY, FAST
 
 SEED_FRAMES = [
@@ -189,7 +189,7 @@ def test_tasks_work_from_a_sync_flow(emulator, credentials):
 
 
 async def test_content_redirect_to_signed_storage_is_followed(credentials, tmp_path):
-    from prefect_comet.emulator import CometEmulator
+    from prefect_comet.testing.emulator import CometEmulator
 
     with CometEmulator(api_key=API_KEY, latency=0.2, content_redirect=True) as emu:
         redirected = credentials.model_copy(update={"base_url": emu.base_url})

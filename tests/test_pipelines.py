@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prefect.settings import PREFECT_API_URL
 
-from prefect_comet.probe import probe_video
+from prefect_comet.media.probe import probe_video
 
 ROOT = Path(__file__).resolve().parents[1]
 

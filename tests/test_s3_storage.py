@@ -10,9 +10,9 @@ import time
 import pytest
 
 from prefect_comet import KlingOmniVideoRequest, KlingWatermark, OmniVideoRequest, generate_video
-from prefect_comet.emulator import CometEmulator
+from prefect_comet.testing.emulator import CometEmulator
 from tests.conftest import API_KEY, FAST
-from tests.s3 import S3Server, s3_bucket, s3_server  # noqa: F401  (fixtures)
+from tests.s3 import S3Server
 
 pytest.importorskip("s3fs")
 

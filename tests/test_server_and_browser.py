@@ -9,8 +9,8 @@ and headless Chromium checks what the UI shows and takes the screenshots in docs
 from __future__ import annotations
 
 import json
-import secrets
 import os
+import secrets
 import shutil
 import sys
 from collections.abc import AsyncIterator
@@ -20,7 +20,6 @@ from uuid import UUID
 
 import pytest
 import pytest_asyncio
-from pydantic import SecretStr
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import (
@@ -33,6 +32,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import Artifact, FlowRun
 from prefect.deployments import run_deployment
 from prefect.workers.process import ProcessWorker
+from pydantic import SecretStr
 
 from prefect_comet import CometAPICredentials
 from tests._readback import plain, related_roles, wait_for_events
@@ -96,7 +96,7 @@ async def deployed_run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
         )
         processes["emulator"] = emulator = Background(
             "emulator",
-            [sys.executable, "-m", "prefect_comet.emulator", "--port", str(emulator_port),
+            [sys.executable, "-m", "prefect_comet.testing.emulator", "--port", str(emulator_port),
              "--latency", "2", "--api-key", api_key],
             env=env, log_dir=logs,
         )

@@ -9,7 +9,7 @@ import pytest
 import respx
 
 from prefect_comet import CometClient, RetryPolicy
-from prefect_comet.window import AdaptiveWindow, patient_creates, requeue_refused_create
+from prefect_comet.batch.parallel_limit import AdaptiveWindow, Patience
 
 PROBE = 0.2
 
@@ -26,9 +26,9 @@ async def test_a_refused_create_gives_its_slot_back_and_waits_for_room():
     holders = [asyncio.create_task(_hold(window, [], n, release)) for n in range(3)]
     await asyncio.sleep(0)
 
-    async with window.slot():
+    async with window.slot() as slot:
         started = asyncio.get_running_loop().time()
-        assert await requeue_refused_create(None) is True  # the hook the client calls on a 429
+        assert await slot.on_refused(None) is True  # the hook the client calls on a 429
         waited = asyncio.get_running_loop().time() - started
         # The server holds 3, so do we; this job came back in as the one probe beyond that.
         assert window.limit == 3 and window.active == 4 and window.refusals == 1
@@ -86,32 +86,33 @@ async def test_releasing_after_generation_lets_the_next_job_start_before_the_blo
     assert window.active == 0
 
 
-async def test_the_hook_declines_outside_a_window_and_after_patience():
-    assert await requeue_refused_create(None) is False
+async def test_the_hook_declines_once_released_and_after_patience():
     window = AdaptiveWindow(2, probe_interval=0.01, patience=0.05)
-    async with window.slot():
-        assert await requeue_refused_create(None) is True
+    async with window.slot() as slot:
+        assert await slot.on_refused(None) is True
         await asyncio.sleep(0.06)
-        assert await requeue_refused_create(None) is False  # refused too long: the client's policy decides
+        assert await slot.on_refused(None) is False  # refused too long: the client's policy decides
+    async with window.slot() as slot:
+        slot.release()
+        assert await slot.on_refused(None) is False  # no slot held: the client's policy decides
 
 
 async def test_outside_a_window_patience_waits_between_tries_then_declines():
-    with patient_creates(seconds=0.3, probe_interval=0.05, max_wait=0.1):
-        started = asyncio.get_running_loop().time()
-        gaps = []
-        while await requeue_refused_create(None):
-            now = asyncio.get_running_loop().time()
-            gaps.append(now - started)
-            started = now
+    patience = Patience(seconds=0.3, probe_interval=0.05, max_wait=0.1)
+    started = asyncio.get_running_loop().time()
+    gaps = []
+    while await patience.on_refused(None):
+        now = asyncio.get_running_loop().time()
+        gaps.append(now - started)
+        started = now
     assert len(gaps) >= 2 and all(0.05 <= gap < 0.2 for gap in gaps)  # never sooner than a probe
-    assert await requeue_refused_create(None) is False  # outside again: the client's policy decides
 
 
 async def test_patience_honours_the_servers_retry_after():
-    with patient_creates(seconds=5, probe_interval=0.01, max_wait=0.02):
-        started = asyncio.get_running_loop().time()
-        assert await requeue_refused_create(0.15) is True
-        assert asyncio.get_running_loop().time() - started >= 0.15
+    patience = Patience(seconds=5, probe_interval=0.01, max_wait=0.02)
+    started = asyncio.get_running_loop().time()
+    assert await patience.on_refused(0.15) is True
+    assert asyncio.get_running_loop().time() - started >= 0.15
 
 
 def test_max_in_flight_must_be_positive():
@@ -132,8 +133,7 @@ async def test_a_refusal_handled_by_the_hook_costs_no_retry_attempt():
         return True
 
     async with CometClient("https://api.test", "sk-x", retry=RetryPolicy(attempts=2)) as client:
-        client.on_create_refused = hook
-        answer = await client.create("/v1/videos", form={"prompt": "p"})
+        answer = await client.create("/v1/videos", form={"prompt": "p"}, on_refused=hook)
 
     assert answer.body["id"] == "task_1" and route.call_count == 5
     assert seen == [2.0] * 4  # the server's Retry-After reaches the window

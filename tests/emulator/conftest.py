@@ -8,7 +8,7 @@ import httpx
 import pytest
 from emulator_helpers import KEY, LATENCY
 
-from prefect_comet.emulator import CometEmulator
+from prefect_comet.testing.emulator import CometEmulator
 
 
 @pytest.fixture(scope="session")

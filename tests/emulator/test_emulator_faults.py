@@ -14,7 +14,7 @@ import httpx
 import pytest
 from emulator_helpers import KEY, KLING, LATENCY, kling_body, omni_done, omni_form, probe
 
-from prefect_comet.emulator import CometEmulator
+from prefect_comet.testing.emulator import CometEmulator
 
 
 def create(client: httpx.Client, **headers: str) -> httpx.Response:
@@ -238,7 +238,7 @@ def test_cli_serves_until_interrupted() -> None:
     command = [
         sys.executable,
         "-m",
-        "prefect_comet.emulator",
+        "prefect_comet.testing.emulator",
         "--port",
         "0",
         "--latency",

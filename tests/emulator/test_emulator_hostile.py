@@ -8,7 +8,7 @@ import httpx
 import pytest
 from emulator_helpers import KEY, KLING, kling_body, kling_done, omni_done, omni_form
 
-from prefect_comet.emulator import FAULT_KINDS, CometEmulator
+from prefect_comet.testing.emulator import FAULT_KINDS, CometEmulator
 
 HOSTILE = "../../etc/passwd"
 

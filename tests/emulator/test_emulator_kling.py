@@ -13,7 +13,7 @@ import pytest
 from emulator_helpers import KEY, KLING, LATENCY, kling_body, kling_done, probe
 from PIL import Image
 
-from prefect_comet.emulator import CometEmulator
+from prefect_comet.testing.emulator import CometEmulator
 
 URL = "https://example.com/a.png"
 VIDEO = "https://example.com/v.mp4"

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from emulator_helpers import KEY, LATENCY, omni_done, omni_form, probe
 
-from prefect_comet.emulator import CometEmulator
+from prefect_comet.testing.emulator import CometEmulator
 
 
 def create(client: httpx.Client, **fields: str | None) -> httpx.Response:

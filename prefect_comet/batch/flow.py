@@ -1,0 +1,248 @@
+"""The batch flow `generate_videos`: many videos, bounded in flight, one connection pool."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect.logging import get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from prefect_comet.api.client import OnRefused
+from prefect_comet.batch.inputs import BatchItem, load_batch
+from prefect_comet.batch.manifest import outcome_of, write_manifest
+from prefect_comet.batch.parallel_limit import AdaptiveWindow, Patience, account_slot, require_limit
+from prefect_comet.credentials import CometAPICredentials, borrow_client
+from prefect_comet.exceptions import BatchFailedError
+from prefect_comet.flows import produce_video
+from prefect_comet.models import BatchResult, JobOutcome, StoredVideo
+from prefect_comet.options import DEFAULT_DESTINATION, DEFAULTS, GenerationOptions, IfOutcomeUnknown
+from prefect_comet.steps.create_once import idempotency_key_for
+from prefect_comet.ui.summary import publish_batch_table
+
+
+@flow(name="generate-videos")
+async def generate_videos(
+    requests: Sequence[Any] | str,
+    destination: str = DEFAULT_DESTINATION,
+    credentials: CometAPICredentials | None = None,
+    max_in_flight: int = 10,
+    concurrency_limit: str | None = None,
+    allow_partial: bool = False,
+    batch_key: str | None = None,
+    if_outcome_unknown: IfOutcomeUnknown = DEFAULTS.if_outcome_unknown,
+    timeout_seconds: float = DEFAULTS.timeout_seconds,
+    poll_interval_seconds: float = DEFAULTS.poll_interval_seconds,
+    max_poll_interval_seconds: float = DEFAULTS.max_poll_interval_seconds,
+    max_video_bytes: int = DEFAULTS.max_video_bytes,
+    strict_output: bool = DEFAULTS.strict_output,
+    per_job_artifacts: bool = False,
+) -> BatchResult:
+    """Generate many videos with at most `max_in_flight` jobs running at once.
+
+    All requests are validated before the first is sent. Waiting costs one coroutine per
+    job on one event loop and one connection pool; a refused create (429, Kling 1303)
+    shrinks the window to what the server admits, and it grows back when the server takes
+    more (see `AdaptiveWindow`). One job's failure does not stop the others. A JSONL
+    manifest of every outcome is written beside the videos, and a table artifact shows it
+    in the UI.
+
+    Each job is one task run, `video-<index>`. With a task runner other than the default
+    (e.g. `prefect_dask.DaskTaskRunner`) these run on the runner's workers; credentials
+    then travel as the name of a saved block, never as a key, and a refused create waits
+    in its own task (see `Patience`) instead of in the window.
+
+    Args:
+        requests: Requests (models or dicts), or the URL of a JSONL/CSV file of them.
+        destination: Any fsspec URL or local folder.
+        credentials: The CometAPI block; `COMETAPI_KEY` when omitted.
+        max_in_flight: The most jobs running on the server at once (a finished job's
+            download does not count).
+        concurrency_limit: Name of a Prefect global concurrency limit shared with other
+            flows that use the same account (create it with `prefect gcl create`).
+        allow_partial: End the flow completed even when some jobs failed.
+        batch_key: Job keys become `<batch_key>-<index>`: running the same batch again
+            with the same key resumes it instead of paying again. By default keys are
+            derived from the flow run.
+        if_outcome_unknown: See `generate_video`.
+        timeout_seconds: How long to wait for each generation.
+        poll_interval_seconds: The first poll interval of each job.
+        max_poll_interval_seconds: The largest poll interval.
+        max_video_bytes: Refuse result files larger than this.
+        strict_output: Fail (with `OutputMismatchError`) when the stored video's frame or
+            duration differs from the request; by default it is a logged warning and a
+            flag in the summary artifact.
+        per_job_artifacts: Also publish each job's progress, summary and link artifacts
+            (off by default: each is a server write, and the batch's table lists every job).
+
+    Returns:
+        Every job's outcome and the manifest's URI.
+
+    Example:
+        ```python
+        from prefect_comet import OmniVideoRequest, generate_videos
+
+        result = await generate_videos(
+            [OmniVideoRequest(prompt=p) for p in ("A red kite", "A blue boat")],
+            destination="s3://bucket/videos",
+            max_in_flight=20,
+            batch_key="launch-teaser",
+        )
+        ```
+    """
+    items = load_batch(requests)
+    if concurrency_limit:
+        await require_limit(concurrency_limit)
+    keys = [
+        item.idempotency_key or idempotency_key_for(item.request, index=index, batch_key=batch_key)
+        for index, item in enumerate(items)
+    ]
+    plan = _Plan(
+        items, keys, destination, credentials, GenerationOptions.from_parameters(locals()), max_in_flight,
+        concurrency_limit,
+    )
+    context = FlowRunContext.get()
+    run = _run_here if isinstance(context.task_runner, ThreadPoolTaskRunner) else _run_on_runner
+    outcomes = await run(plan)
+    result = BatchResult(
+        manifest_uri=write_manifest(destination, str(context.flow_run.id), outcomes), outcomes=outcomes
+    )
+    await publish_batch_table(result)
+    get_run_logger().info(
+        "Batch done: %s stored, %s failed; manifest %s", result.stored_count, result.failed_count, result.manifest_uri
+    )
+    if result.failed_count and not allow_partial:
+        raise BatchFailedError(
+            f"{result.failed_count} of {len(outcomes)} jobs failed (see {result.manifest_uri}). "
+            "What to do: fix them and run the batch again with the same batch_key; stored "
+            "videos are not paid for again. Set allow_partial=True to accept partial results.",
+            failed_count=result.failed_count,
+            manifest_uri=result.manifest_uri,
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A validated batch: its requests, their keys and how to run them."""
+
+    items: list[BatchItem]
+    keys: list[str]
+    destination: str
+    credentials: CometAPICredentials | None
+    options: GenerationOptions
+    max_in_flight: int
+    concurrency_limit: str | None
+
+    def outcome(
+        self, index: int, *, stored: StoredVideo | None = None, error: BaseException | None = None
+    ) -> JobOutcome:
+        """The manifest line of job `index`."""
+        return outcome_of(index, self.items[index], self.keys[index], stored=stored, error=error)
+
+
+async def _run_here(plan: _Plan) -> list[JobOutcome]:
+    """Every job on this event loop, in one window that learns the parallel-task limit."""
+    window = AdaptiveWindow(plan.max_in_flight, patience=plan.options.timeout_seconds)
+
+    async def one(index: int) -> JobOutcome:
+        try:
+            async with account_slot(plan.concurrency_limit), window.slot() as slot:
+                stored = await _generate_one(
+                    index,
+                    plan.items[index].request,
+                    plan.keys[index],
+                    plan.destination,
+                    plan.credentials,
+                    plan.options,
+                    on_refused=slot.on_refused,
+                    on_admitted=slot.admitted,
+                    on_generated=slot.release,
+                )
+        except Exception as error:
+            return plan.outcome(index, error=error)
+        return plan.outcome(index, stored=stored)
+
+    # Holding the pooled client for the whole batch: every task borrows this one pool.
+    async with borrow_client(plan.credentials):
+        return list(await asyncio.gather(*(one(index) for index in range(len(plan.items)))))
+
+
+# One task run per job (its steps run inside it): a batch of hundreds stays readable in the
+# UI and costs the server a third of the writes of three task runs per job.
+@task(name="generate-one-video", cache_policy=NO_CACHE, task_run_name="video-{index}")
+async def _generate_one(
+    index: int,
+    request: Any,
+    idempotency_key: str,
+    destination: str,
+    credentials: CometAPICredentials | str | None,
+    options: GenerationOptions,
+    concurrency_limit: str | None = None,
+    on_refused: OnRefused | None = None,
+    on_admitted: Callable[[], None] | None = None,
+    on_generated: Callable[[], None] | None = None,
+) -> StoredVideo:
+    if isinstance(credentials, str):  # a saved block's name: a worker elsewhere loads it
+        credentials = await CometAPICredentials.aload(credentials)
+    if on_refused is None:
+        # On a distributed runner's worker no window holds this job back, and the account's
+        # parallel tasks may stay taken longer than the client's retries last.
+        on_refused = Patience(options.timeout_seconds).on_refused
+    async with borrow_client(credentials), account_slot(concurrency_limit):
+        return await produce_video(
+            request,
+            idempotency_key=idempotency_key,
+            destination=destination,
+            credentials=credentials,
+            options=options,
+            on_admitted=on_admitted,
+            on_generated=on_generated,
+            on_refused=on_refused,
+            steps_as_tasks=False,
+        )
+
+
+async def _run_on_runner(plan: _Plan) -> list[JobOutcome]:
+    """Each job as a task on the runner's workers (e.g. Dask), at most `max_in_flight` submitted."""
+    block_name = getattr(plan.credentials, "_block_document_name", None)
+    if plan.credentials is not None and not block_name:
+        raise ValueError(
+            "credentials: with a distributed task runner, pass a saved block "
+            "(CometAPICredentials.load('NAME')) so workers load it by name, never a raw key"
+        )
+    outcomes: list[JobOutcome | None] = [None] * len(plan.items)
+    pending: dict[Any, int] = {}
+    queue = list(range(len(plan.items)))
+    while queue or pending:
+        while queue and len(pending) < plan.max_in_flight:
+            index = queue.pop(0)
+            future = _generate_one.submit(
+                index,
+                plan.items[index].request,
+                plan.keys[index],
+                plan.destination,
+                block_name,
+                plan.options,
+                plan.concurrency_limit,
+            )
+            pending[future] = index
+        done = await asyncio.to_thread(_first_done, list(pending))
+        for future in done:
+            index = pending.pop(future)
+            try:
+                outcomes[index] = plan.outcome(index, stored=await asyncio.to_thread(future.result))
+            except Exception as error:
+                outcomes[index] = plan.outcome(index, error=error)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _first_done(futures: list[Any]) -> set[Any]:
+    from prefect.futures import as_completed
+
+    return {next(as_completed(futures))}

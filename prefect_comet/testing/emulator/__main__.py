@@ -1,0 +1,45 @@
+"""`python -m prefect_comet.testing.emulator`: serve the emulator until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import threading
+
+from .core import CometEmulator
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse options, start the emulator, block until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m prefect_comet.testing.emulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--latency", type=float, default=1.0, help="seconds from create to completion")
+    parser.add_argument("--api-key", default=None, help="required key (default: accept any)")
+    parser.add_argument("--kling-parallel-limit", type=int, default=None)
+    parser.add_argument(
+        "--kling-wrapped", action="store_true", help="wrapped gateway shape for Kling queries"
+    )
+    parser.add_argument("--content-redirect", action="store_true", help="content route answers 302")
+    parser.add_argument("--fps", type=int, default=12)
+    parser.add_argument("--pad-to-bytes", type=int, default=None, help="pad result files to at least N bytes")
+    args = parser.parse_args(argv)
+    emulator = CometEmulator(
+        api_key=args.api_key,
+        latency=args.latency,
+        host=args.host,
+        port=args.port,
+        kling_parallel_limit=args.kling_parallel_limit,
+        kling_wrapped=args.kling_wrapped,
+        content_redirect=args.content_redirect,
+        fps=args.fps,
+        pad_to_bytes=args.pad_to_bytes,
+    )
+    with emulator:
+        print(f"CometAPI emulator listening on {emulator.base_url}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
