@@ -17,6 +17,7 @@ from contextlib import nullcontext
 from prefect import flow
 
 from prefect_comet import BatchResult, CometAPICredentials, generate_videos
+from prefect_comet.batch.inputs import file_batch_key
 from prefect_comet.testing.terminal import emulated_api
 
 
@@ -27,6 +28,8 @@ async def batch_from_file(
     credentials_block: str | None = None,
     max_in_flight: int = 10,
     allow_partial: bool = True,
+    batch_key: str | None = None,
+    ledger_uri: str | None = None,
     poll_interval_seconds: float = 2.0,
 ) -> BatchResult:
     """Generate and store a video for every request in a JSONL/CSV file.
@@ -37,6 +40,11 @@ async def batch_from_file(
         credentials_block: Name of a saved CometAPI Credentials block; COMETAPI_KEY when empty.
         max_in_flight: The most jobs running at once.
         allow_partial: Finish as completed when some jobs fail (the manifest lists them).
+        batch_key: Leave empty to resume safely: the key then comes from the file's location
+            and content, so running the same file again pays for nothing already created,
+            and a changed file is a new batch. Set one to choose (e.g. one per day).
+        ledger_uri: The job ledger's folder (any fsspec URL); empty keeps it beside the videos.
+            Share one between runs whose destinations differ.
         poll_interval_seconds: First poll interval of each job.
     """
     credentials = await CometAPICredentials.aload(credentials_block) if credentials_block else None
@@ -46,6 +54,8 @@ async def batch_from_file(
         credentials=credentials,
         max_in_flight=max_in_flight,
         allow_partial=allow_partial,
+        batch_key=batch_key or file_batch_key(prompts_uri),
+        ledger_uri=ledger_uri or None,
         poll_interval_seconds=poll_interval_seconds,
     )
 
@@ -55,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("prompts_uri", nargs="?", default="deployments/prompts.jsonl")
     parser.add_argument("--destination", default="./videos")
     parser.add_argument("--max-in-flight", type=int, default=10)
+    parser.add_argument("--batch-key", help="default: from the file's location and content")
+    parser.add_argument("--ledger", help="the job ledger's folder (default: beside the videos)")
     parser.add_argument("--emulator", action="store_true", help="run against a local emulator")
     args = parser.parse_args(argv)
     with emulated_api() if args.emulator else nullcontext():
@@ -62,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(
             batch_from_file(
                 args.prompts_uri, args.destination, max_in_flight=args.max_in_flight,
-                poll_interval_seconds=poll_interval,
+                batch_key=args.batch_key, ledger_uri=args.ledger, poll_interval_seconds=poll_interval,
             )
         )
     for outcome in result.outcomes:

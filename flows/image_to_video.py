@@ -40,6 +40,7 @@ async def image_to_video(
     mode: Literal["std", "pro"] = "pro",
     destination: str = "./videos",
     credentials_block: str | None = None,
+    ledger_uri: str | None = None,
     poll_interval_seconds: float = 2.0,
 ) -> StoredVideo:
     """Animate a picture with Kling Omni and store the clip under `destination`.
@@ -52,6 +53,7 @@ async def image_to_video(
         mode: `std` (faster, cheaper) or `pro` (higher quality).
         destination: Any fsspec URL or local folder.
         credentials_block: Name of a saved CometAPI Credentials block; COMETAPI_KEY when empty.
+        ledger_uri: The job ledger's folder (any fsspec URL); empty keeps it beside the videos.
         poll_interval_seconds: First poll interval in seconds.
     """
     credentials = await CometAPICredentials.aload(credentials_block) if credentials_block else None
@@ -63,6 +65,7 @@ async def image_to_video(
         request,
         destination=destination,
         credentials=credentials,
+        ledger_uri=ledger_uri or None,
         poll_interval_seconds=poll_interval_seconds,
     )
 
@@ -98,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             mode=args.mode,
             destination=args.destination,
             credentials_block=args.block,
+            ledger_uri=args.ledger,
             poll_interval_seconds=poll_interval,
         ),
         emulator=args.emulator,

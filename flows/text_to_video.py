@@ -33,6 +33,7 @@ async def text_to_video(
     resolution: Literal["720p", "1080p"] = "720p",
     destination: str = "./videos",
     credentials_block: str | None = None,
+    ledger_uri: str | None = None,
     poll_interval_seconds: float = 2.0,
 ) -> StoredVideo:
     """Generate one Omni video from a prompt and store it under `destination`.
@@ -44,6 +45,7 @@ async def text_to_video(
         resolution: Resolution requested.
         destination: Any fsspec URL or local folder.
         credentials_block: Name of a saved CometAPI Credentials block; COMETAPI_KEY when empty.
+        ledger_uri: The job ledger's folder (any fsspec URL); empty keeps it beside the videos.
         poll_interval_seconds: First poll interval in seconds.
     """
     credentials = await CometAPICredentials.aload(credentials_block) if credentials_block else None
@@ -54,6 +56,7 @@ async def text_to_video(
         request,
         destination=destination,
         credentials=credentials,
+        ledger_uri=ledger_uri or None,
         poll_interval_seconds=poll_interval_seconds,
     )
 
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             resolution=args.resolution,
             destination=args.destination,
             credentials_block=args.block,
+            ledger_uri=args.ledger,
             poll_interval_seconds=poll_interval,
         ),
         emulator=args.emulator,

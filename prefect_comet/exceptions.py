@@ -18,6 +18,8 @@ CometAPIError                     task_id, status_code, code, request_id
 ├── InvalidContentError           the downloaded bytes are not the promised video
 ├── OutputMismatchError           the stored video is not what was asked (strict_output)
 ├── ResponseFormatError           an answer that is not the documented JSON shape
+├── StorageError                  the destination or a ledger cannot be written (disk full, no access)
+├── LedgerDamagedError            a ledger record cannot be read (path, key); the sidecar still holds the id
 └── BatchFailedError              some jobs of a batch failed (failed_count, manifest_uri)
 ```
 
@@ -151,6 +153,29 @@ class OutputMismatchError(CometAPIError):
 
 class ResponseFormatError(CometAPIError):
     """The server answered something that is not the documented JSON shape."""
+
+
+class StorageError(CometAPIError):
+    """The destination or a ledger cannot be written: the disk is full, or access is refused.
+
+    When a job was already created, `task_id` names it, so nothing paid is lost.
+    """
+
+
+class LedgerDamagedError(CometAPIError):
+    """A ledger record cannot be read (empty, truncated, not a record).
+
+    Args:
+        message: What is wrong and how to recover.
+        path: The damaged record's path.
+        key: The idempotency key it belongs to.
+        task_id: The task id, when it could still be found (e.g. in a sidecar).
+    """
+
+    def __init__(self, message: str, *, path: str, key: str, task_id: str | None = None) -> None:
+        super().__init__(message, task_id=task_id)
+        self.path = path
+        self.key = key
 
 
 class BatchFailedError(CometAPIError):

@@ -10,12 +10,13 @@ from prefect.logging import get_run_logger
 from prefect_comet.api.client import OnRefused
 from prefect_comet.api.families import VideoRequest
 from prefect_comet.credentials import CometAPICredentials
-from prefect_comet.exceptions import GenerationFailedError, OutputMismatchError
+from prefect_comet.exceptions import GenerationFailedError, LedgerDamagedError, OutputMismatchError
 from prefect_comet.models import StoredVideo
 from prefect_comet.options import DEFAULT_DESTINATION, DEFAULTS, GenerationOptions, IfOutcomeUnknown
 from prefect_comet.steps.create_once import idempotency_key_for
 from prefect_comet.steps.ledger import JobLedger
-from prefect_comet.steps.storing import verified
+from prefect_comet.steps.storage_errors import ensure_writable
+from prefect_comet.steps.storing import stored_for_key, verified
 from prefect_comet.tasks import create_and_announce, create_video, persist_video, wait_for_video
 
 
@@ -25,6 +26,7 @@ async def generate_video(
     destination: str = DEFAULT_DESTINATION,
     credentials: CometAPICredentials | None = None,
     idempotency_key: str | None = None,
+    ledger_uri: str | None = None,
     if_outcome_unknown: IfOutcomeUnknown = DEFAULTS.if_outcome_unknown,
     timeout_seconds: float = DEFAULTS.timeout_seconds,
     poll_interval_seconds: float = DEFAULTS.poll_interval_seconds,
@@ -34,10 +36,10 @@ async def generate_video(
 ) -> StoredVideo:
     """Generate one video and store it, verified, under `destination`, paying at most once.
 
-    A ledger beside the videos (`<destination>/.comet-ledger/`) maps the idempotency key
-    to the task id as soon as it is known. Running again with the same key resumes that
-    job (after a crash, a timeout, a retry) or, once stored, returns the stored video
-    without any API call.
+    A job ledger (by default beside the videos, `<destination>/.comet-ledger/`) maps the
+    idempotency key to the task id as soon as it is known. Running again with the same key
+    and ledger resumes that job (after a crash, a timeout, a retry, in another process) or,
+    once stored, returns the stored video without any API call.
 
     Args:
         request: An `OmniVideoRequest` or `KlingOmniVideoRequest`.
@@ -46,6 +48,9 @@ async def generate_video(
             when omitted.
         idempotency_key: One job per key. By default derived from the request and the flow
             run, so flow and task retries never create a second job.
+        ledger_uri: The job ledger's folder (any fsspec URL). A key protects against paying
+            twice wherever runs share its ledger: by default the ledger sits beside the
+            videos, so give one shared `ledger_uri` to keep a key when `destination` changes.
         if_outcome_unknown: When a create may have reached the server unanswered and the
             job cannot be found by key: `"fail"` (default) or `"recreate"`.
         timeout_seconds: How long to wait for the generation.
@@ -80,6 +85,7 @@ async def generate_video(
         destination=destination,
         credentials=credentials,
         options=GenerationOptions.from_parameters(locals()),
+        ledger_uri=ledger_uri,
     )
 
 
@@ -90,6 +96,7 @@ async def produce_video(
     destination: str,
     credentials: CometAPICredentials | None,
     options: GenerationOptions,
+    ledger_uri: str | None = None,
     on_admitted: Callable[[], None] | None = None,
     on_generated: Callable[[], None] | None = None,
     on_refused: OnRefused | None = None,
@@ -97,8 +104,8 @@ async def produce_video(
 ) -> StoredVideo:
     """Create (or resume) the job for a key, wait for it and store its videos.
 
-    The ledger beside the videos is checked first: a key whose videos are stored and
-    still verify returns them without any API call.
+    The ledger is checked first: a key whose videos are stored and still verify returns
+    them without any API call.
 
     Args:
         request: The generation request.
@@ -106,6 +113,7 @@ async def produce_video(
         destination: Any fsspec URL or local folder.
         credentials: The CometAPI block, or None for the environment.
         options: Timeouts, poll cadence, size cap, ambiguous-create policy.
+        ledger_uri: The job ledger's folder; beside the videos when None.
         on_admitted: Called once the server has taken the job.
         on_generated: Called once the server is done with it (before the download).
         on_refused: What a refused create waits for (a batch's window); used with the steps
@@ -116,12 +124,12 @@ async def produce_video(
     Returns:
         The stored video.
     """
-    ledger = JobLedger.beside(destination)
-    record = ledger.get(idempotency_key)
-    stored = verified(record.stored) if record is not None and record.state == "stored" else None
+    ledger = JobLedger(ledger_uri) if ledger_uri else JobLedger.beside(destination)
+    stored = _already_stored(ledger, idempotency_key, destination)
     if stored is not None:
         get_run_logger().info("Already stored for idempotency key %s: %s", idempotency_key, stored.uri)
         return _checked(stored, options)
+    ensure_writable(destination)  # a destination that cannot take the video fails before paying
     if steps_as_tasks:
         wait, persist = wait_for_video, persist_video
         job = await create_video(
@@ -157,6 +165,19 @@ async def produce_video(
     )
     ledger.record_outcome(idempotency_key, stored=stored)
     return _checked(stored, options)
+
+
+def _already_stored(ledger: JobLedger, key: str, destination: str) -> StoredVideo | None:
+    """The key's verified video, from its ledger record, or from its sidecar when the record is damaged."""
+    try:
+        record = ledger.get(key)
+    except LedgerDamagedError:
+        stored = stored_for_key(destination, key)
+        if stored is None:
+            raise
+        get_run_logger().warning("The ledger record of key %s is damaged; its sidecar names %s.", key, stored.uri)
+        return stored
+    return verified(record.stored) if record is not None and record.state == "stored" else None
 
 
 def _checked(stored: StoredVideo, options: GenerationOptions) -> StoredVideo:

@@ -88,17 +88,18 @@ async def create_and_announce(
         The job.
     """
     key = idempotency_key or idempotency_key_for(request)
-    ledger = JobLedger(ledger_uri or str(PREFECT_HOME.value() / "comet-ledger"))
+    home = PREFECT_HOME.value()
     async with borrow_client(credentials) as client:
         job = await create_once(
             client,
             request,
             idempotency_key=key,
-            ledger=ledger,
+            ledger=JobLedger(ledger_uri or str(home / "comet-ledger")),
             if_outcome_unknown=if_outcome_unknown,
             on_refused=on_refused,
+            # Where a task id goes when the ledger cannot take it (a full or unwritable disk).
+            backup=JobLedger(str(home / "comet-ledger-backup")),
         )
-    get_run_logger().info("Job %s (%s) for idempotency key %s.", job.task_id, job.provider, key)
     emit_video_event("created", job)
     return job
 

@@ -59,7 +59,7 @@ async def test_omni_lost_answer_raises_with_the_key_and_never_pays_twice(emulato
     assert len(emulator.jobs) == 1 and emulator.created_per_key() == {"waves-1": 1}
     assert leftovers(tmp_path) == []
     assert [(r["key"], r["state"], r["task_id"]) for r in ledger_records(tmp_path)] == [
-        ("waves-1", "creating", None)  # the intent stays recorded: a re-run knows a create was sent
+        ("waves-1", "unknown", None)  # the intent stays recorded: a re-run knows a create was sent
     ]
 
     for _ in range(2):  # running again, as a user would, does not create another job

@@ -93,6 +93,13 @@ def test_the_local_elapsed_time_is_the_fallback():
     _durations.remember(same_stamp, local_elapsed=7)  # a zero server duration says nothing
     assert _durations.typical(same_stamp) == 7
 
+    # A created_at of -1 (1969) beside a real completion time is an odd clock, not a 56-year render.
+    odd_clock = _kling(mode="std").model_copy(
+        update={"created_at": datetime.fromtimestamp(-1, tz=UTC), "updated_at": _at(90)}
+    )
+    _durations.remember(odd_clock, local_elapsed=88)
+    assert _durations.typical(odd_clock) == 88
+
 
 # -- the wait, on a fake clock -----------------------------------------------------------------
 class _FakeClock:
@@ -216,6 +223,12 @@ async def test_a_server_hint_still_wins(monkeypatch):
     server = await _follow(monkeypatch, finish=10, hint=1.0)
 
     assert set(_gaps(server.looks)) == {1.0}
+
+
+async def test_a_server_hint_of_hours_is_capped_at_the_longest_interval(monkeypatch):
+    server = await _follow(monkeypatch, finish=40, hint=7200.0)
+
+    assert set(_gaps(server.looks)) == {15.0}  # the default max_interval, not two hours
 
 
 async def test_a_job_done_at_the_first_look_teaches_nothing_without_server_times(monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from prefect_comet._files import redact_url, short_hash
@@ -9,8 +10,11 @@ from prefect_comet.api.answers import (
     checked_task_id,
     normalise_status,
     parse_progress,
+    parse_seconds,
     parse_timestamp,
+    reason_text,
     task_path,
+    text_value,
 )
 from prefect_comet.api.client import CometClient, OnRefused
 from prefect_comet.api.kling_request import KlingOmniVideoRequest
@@ -63,7 +67,7 @@ class KlingProvider(VideoProvider):
             for url_field, watermarked in (("url", False), ("watermark_url", True)):
                 url = video.get(url_field)
                 if isinstance(url, str) and url:
-                    sources.append(DownloadSource([url], _output(video, url, watermarked)))
+                    sources.append(DownloadSource([url], _output(video, url, watermarked, job.task_id)))
         return sources
 
     def summarise(self, request: KlingOmniVideoRequest) -> dict[str, Any]:
@@ -96,61 +100,78 @@ def _data(body: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _native(data: dict[str, Any]) -> dict[str, Any]:
-    """The native task object, also when a gateway wrapped it as `data.data.data`."""
-    inner = data.get("data")
-    if "task_status" not in data and isinstance(inner, dict):
+def _split(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the gateway's outer object, the native task object) of a query answer's `data`.
+
+    A native answer is both. A wrapped one keeps the job's state outside (`status`,
+    `progress`, `fail_reason`) and the native object as `data.data.data`, which may be
+    null or missing while the job runs or after it failed: a null one reads as `{}`, and
+    without any `data.data` the outer object stands alone (it has no native fields).
+    """
+    if "task_status" in data or "data" not in data:
+        return data, data
+    inner = data["data"]
+    if isinstance(inner, dict):
         inner = inner.get("data", inner)
-        if isinstance(inner, dict):
-            return inner
-    return data
+    return data, inner if isinstance(inner, dict) else {}
+
+
+def _native(data: dict[str, Any]) -> dict[str, Any]:
+    """The native task object, also when a gateway wrapped it as `data.data.data` (or `{}`)."""
+    return _split(data)[1]
 
 
 def _job_from_data(data: dict[str, Any], *, task_id: str | None = None) -> VideoJob:
-    native = _native(data)
-    wrapped = native is not data
-    found_id = native.get("task_id") or data.get("task_id") or task_id
-    raw_status = native.get("task_status") or data.get("status") or ""
+    # The native fields win; the outer ones (absent from a native answer) fill the gaps.
+    outer, native = _split(data)
+    found_id = checked_task_id(native.get("task_id") or outer.get("task_id") or task_id)
+    raw_status = _text(native, "task_status", found_id) or _text(outer, "status", found_id) or ""
     status = normalise_status(raw_status)
-    progress = parse_progress(data.get("progress")) if wrapped else None
     task_info = native.get("task_info") if isinstance(native.get("task_info"), dict) else {}
-    error = native.get("task_status_msg") or (data.get("fail_reason") if wrapped else None)
+    error = reason_text(native.get("task_status_msg"), field="task_status_msg", task_id=found_id)
     videos = _videos(native)
     return VideoJob(
         provider="kling",
-        task_id=checked_task_id(found_id),
+        task_id=found_id,
         status=status,
-        raw_status=str(raw_status),
-        progress=100 if status.value == "succeeded" else progress,
-        created_at=parse_timestamp(native.get("created_at"), milliseconds=True),
-        updated_at=parse_timestamp(native.get("updated_at"), milliseconds=True),
+        raw_status=raw_status,
+        progress=100 if status.value == "succeeded" else parse_progress(outer.get("progress"), task_id=found_id),
+        created_at=_ms_time(native, "created_at", found_id),
+        updated_at=_ms_time(native, "updated_at", found_id),
         outputs=[
-            _output(video, video[field], field == "watermark_url")
+            _output(video, video[field], field == "watermark_url", found_id)
             for video in videos
             for field in ("url", "watermark_url")
             if isinstance(video.get(field), str) and video[field]
         ],
-        error=str(error) if error else None,
-        external_task_id=task_info.get("external_task_id"),
+        error=error or reason_text(outer.get("fail_reason"), field="fail_reason", task_id=found_id),
+        external_task_id=text_value(
+            task_info.get("external_task_id"), field="task_info.external_task_id", task_id=found_id
+        ),
     )
+
+
+def _text(data: dict[str, Any], field: str, task_id: str) -> str | None:
+    return text_value(data.get(field), field=field, task_id=task_id)
+
+
+def _ms_time(native: dict[str, Any], field: str, task_id: str) -> datetime | None:
+    return parse_timestamp(native.get(field), milliseconds=True, field=field, task_id=task_id)
 
 
 def _videos(native: dict[str, Any]) -> list[dict[str, Any]]:
     result = native.get("task_result")
     videos = result.get("videos") if isinstance(result, dict) else None
-    return [video for video in videos or [] if isinstance(video, dict)]
+    return [video for video in videos if isinstance(video, dict)] if isinstance(videos, list) else []
 
 
-def _output(video: dict[str, Any], url: str, watermarked: bool) -> VideoOutput:
-    try:
-        duration = float(video.get("duration"))  # Kling sends it as a string
-    except (TypeError, ValueError):
-        duration = None
+def _output(video: dict[str, Any], url: str, watermarked: bool, task_id: str) -> VideoOutput:
     return VideoOutput(
-        video_id=str(video["id"]) if video.get("id") is not None else None,
+        video_id=text_value(video.get("id"), field="videos[].id", task_id=task_id),
         url=redact_url(url),
         watermarked=watermarked,
-        duration_seconds=duration,
+        # Kling sends the duration as a string.
+        duration_seconds=parse_seconds(video.get("duration"), field="videos[].duration", task_id=task_id),
     )
 
 

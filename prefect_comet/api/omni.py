@@ -10,7 +10,9 @@ from prefect_comet.api.answers import (
     normalise_status,
     parse_progress,
     parse_timestamp,
+    reason_text,
     task_path,
+    text_value,
 )
 from prefect_comet.api.client import CometClient, OnRefused
 from prefect_comet.api.omni_request import OmniVideoRequest
@@ -46,7 +48,7 @@ class OmniProvider(VideoProvider):
     async def retrieve(self, client: CometClient, task_id: str) -> tuple[VideoJob, float | None]:
         response = await client.get_json(task_path(CREATE_PATH, task_id), task_id=task_id)
         hint = response.headers.get("openai-poll-after-ms")
-        poll_after = float(hint) / 1000 if hint and hint.isdigit() else None
+        poll_after = float(hint) / 1000 if hint and hint.isascii() and hint.isdigit() else None
         return _job_from_task(response.body, task_id=task_id), poll_after
 
     async def download_sources(self, client: CometClient, job: VideoJob) -> list[DownloadSource]:
@@ -60,22 +62,28 @@ class OmniProvider(VideoProvider):
 
 
 def _job_from_task(task: dict[str, Any], *, task_id: str | None = None) -> VideoJob:
-    found_id = task.get("id") or task.get("task_id") or task_id
-    error = task.get("error")
-    if isinstance(error, dict):
-        error = error.get("message") or error.get("code") or str(error)
-    video_url = task.get("video_url")
+    found_id = checked_task_id(task.get("id") or task.get("task_id") or task_id)
+    status = text_value(task.get("status"), field="status", task_id=found_id) or ""
+    # Some gateways leave out the `error` object and say why in a plain field instead.
+    error = next(
+        (
+            reason
+            for field in ("error", "fail_reason", "error_message")
+            if (reason := reason_text(task.get(field), field=field, task_id=found_id))
+        ),
+        None,
+    )
     return VideoJob(
         provider="omni",
-        task_id=checked_task_id(found_id),
-        status=normalise_status(task.get("status")),
-        raw_status=str(task.get("status") or ""),
-        progress=parse_progress(task.get("progress")),
-        model=task.get("model"),
-        created_at=parse_timestamp(task.get("created_at")),
-        completed_at=parse_timestamp(task.get("completed_at")),
-        outputs=[_output(task)] if video_url else [],
-        error=str(error) if error else None,
+        task_id=found_id,
+        status=normalise_status(status),
+        raw_status=status,
+        progress=parse_progress(task.get("progress"), task_id=found_id),
+        model=text_value(task.get("model"), field="model", task_id=found_id),
+        created_at=parse_timestamp(task.get("created_at"), field="created_at", task_id=found_id),
+        completed_at=parse_timestamp(task.get("completed_at"), field="completed_at", task_id=found_id),
+        outputs=[_output(task)] if isinstance(task.get("video_url"), str) and task["video_url"] else [],
+        error=error,
     )
 
 

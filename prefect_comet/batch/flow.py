@@ -35,6 +35,7 @@ async def generate_videos(
     concurrency_limit: str | None = None,
     allow_partial: bool = False,
     batch_key: str | None = None,
+    ledger_uri: str | None = None,
     if_outcome_unknown: IfOutcomeUnknown = DEFAULTS.if_outcome_unknown,
     timeout_seconds: float = DEFAULTS.timeout_seconds,
     poll_interval_seconds: float = DEFAULTS.poll_interval_seconds,
@@ -69,6 +70,8 @@ async def generate_videos(
         batch_key: Job keys become `<batch_key>-<index>`: running the same batch again
             with the same key resumes it instead of paying again. By default keys are
             derived from the flow run.
+        ledger_uri: The job ledger's folder (any fsspec URL); beside the videos by default.
+            Runs that share it never pay twice for a key, whatever their destination.
         if_outcome_unknown: See `generate_video`.
         timeout_seconds: How long to wait for each generation.
         poll_interval_seconds: The first poll interval of each job.
@@ -103,8 +106,8 @@ async def generate_videos(
         for index, item in enumerate(items)
     ]
     plan = _Plan(
-        items, keys, destination, credentials, GenerationOptions.from_parameters(locals()), max_in_flight,
-        concurrency_limit,
+        items, keys, destination, ledger_uri, credentials, GenerationOptions.from_parameters(locals()),
+        max_in_flight, concurrency_limit,
     )
     context = FlowRunContext.get()
     run = _run_here if isinstance(context.task_runner, ThreadPoolTaskRunner) else _run_on_runner
@@ -134,6 +137,7 @@ class _Plan:
     items: list[BatchItem]
     keys: list[str]
     destination: str
+    ledger_uri: str | None
     credentials: CometAPICredentials | None
     options: GenerationOptions
     max_in_flight: int
@@ -160,6 +164,7 @@ async def _run_here(plan: _Plan) -> list[JobOutcome]:
                     plan.destination,
                     plan.credentials,
                     plan.options,
+                    ledger_uri=plan.ledger_uri,
                     on_refused=slot.on_refused,
                     on_admitted=slot.admitted,
                     on_generated=slot.release,
@@ -184,6 +189,7 @@ async def _generate_one(
     credentials: CometAPICredentials | str | None,
     options: GenerationOptions,
     concurrency_limit: str | None = None,
+    ledger_uri: str | None = None,
     on_refused: OnRefused | None = None,
     on_admitted: Callable[[], None] | None = None,
     on_generated: Callable[[], None] | None = None,
@@ -201,6 +207,7 @@ async def _generate_one(
             destination=destination,
             credentials=credentials,
             options=options,
+            ledger_uri=ledger_uri,
             on_admitted=on_admitted,
             on_generated=on_generated,
             on_refused=on_refused,
@@ -230,6 +237,7 @@ async def _run_on_runner(plan: _Plan) -> list[JobOutcome]:
                 block_name,
                 plan.options,
                 plan.concurrency_limit,
+                plan.ledger_uri,
             )
             pending[future] = index
         done = await asyncio.to_thread(_first_done, list(pending))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from typing import Any
 import fsspec
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from prefect_comet._files import CHUNK_BYTES, short_hash, uri_for
 from prefect_comet.api.families import VideoRequest
 
 _REQUEST = TypeAdapter(VideoRequest)
@@ -59,6 +61,31 @@ def load_batch(source: Sequence[Any] | str) -> list[BatchItem]:
     if problems:
         raise ValueError(f"{len(problems)} invalid request(s) in the batch:\n" + "\n".join(problems))
     return items
+
+
+def file_batch_key(url: str) -> str:
+    """A batch key from a request file's location and content.
+
+    Running the same file again gives the same key (its jobs resume, nothing is paid again);
+    a changed file, or another file, gives a new key (a new batch).
+
+    Args:
+        url: The JSONL or CSV file, at any fsspec URL or local path.
+
+    Returns:
+        A key like `file-3f2a9c1d0b7e4a56`.
+
+    Example:
+        ```python
+        file_batch_key("s3://bucket/prompts/2026-11-24.jsonl")
+        ```
+    """
+    fs, path = fsspec.core.url_to_fs(url)
+    content = hashlib.sha256()
+    with fs.open(path, "rb") as file:
+        while chunk := file.read(CHUNK_BYTES):
+            content.update(chunk)
+    return f"file-{short_hash(f'{uri_for(fs, path)}|{content.hexdigest()}', 16)}"
 
 
 def _read_rows(url: str) -> list[tuple[str, Any]]:

@@ -7,9 +7,12 @@ known; a key the ledger knows resumes its job instead of paying again.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from datetime import UTC, datetime
 
 from prefect_comet import exceptions as exc
+from prefect_comet._logging import run_logger
 from prefect_comet.api.client import CometClient, OnRefused
 from prefect_comet.api.families import VideoRequest, provider_for
 from prefect_comet.models import VideoJob, VideoStatus
@@ -65,6 +68,8 @@ def idempotency_key_for(
 
 # A job that was just created may take a moment to show up in a lookup by key.
 _LOOKUP_DELAYS = (0.0, 1.0, 3.0)
+# How often a run that lost the claim of a key looks at the winner's record.
+_FOLLOW_SECONDS = 0.2
 
 
 async def create_once(
@@ -75,16 +80,22 @@ async def create_once(
     ledger: JobLedger | None,
     if_outcome_unknown: IfOutcomeUnknown = "fail",
     on_refused: OnRefused | None = None,
+    backup: JobLedger | None = None,
 ) -> VideoJob:
     """Return the job for `idempotency_key`: the one the ledger knows, or a newly created one.
 
-    The ledger records the intent before the request is sent and the task id as soon as
-    it is known. When a create may have reached the server without an answer, the job is
-    looked up by key where the API allows it (Kling: `external_task_id`); otherwise
-    `if_outcome_unknown` decides for a key whose earlier create ended that way: `"fail"`
-    raises `CreateOutcomeUnknownError` (the default; nothing is paid twice), `"recreate"`
-    sends the request once more. A send whose own outcome is unknown is never repeated
-    on the spot.
+    The key's first record is claimed exclusively before the request is sent, so of two runs
+    that start one key at once only one sends; the other follows the winner's record until
+    the task id is there and resumes that job (or, when the record stays unchanged for the
+    ledger's claim timeout, treats it as left behind). The task id is logged the moment the
+    create answers and recorded before anything else can fail; when the ledger cannot be
+    written it goes to `backup`, and the error that follows names it.
+
+    When a create may have reached the server without an answer, the job is looked up by
+    key where the API allows it (Kling: `external_task_id`); otherwise `if_outcome_unknown`
+    decides for a key whose earlier create ended that way: `"fail"` raises
+    `CreateOutcomeUnknownError` (the default; nothing is paid twice), `"recreate"` sends the
+    request once more. A send whose own outcome is unknown is never repeated on the spot.
 
     Args:
         client: The API client.
@@ -94,60 +105,156 @@ async def create_once(
         if_outcome_unknown: What to do when a create's outcome cannot be known.
         on_refused: Asked when the server refuses the create (429, Kling 1303): True
             resends (the caller waited for room), False leaves it to the client's back-off.
+        backup: A second ledger (on this machine) for a task id the ledger cannot take.
 
     Returns:
         The job (new, or resumed by task id).
     """
     provider = provider_for(request)
     fingerprint = request_fingerprint(request.model_dump(mode="json"))
-    record = ledger.get(idempotency_key) if ledger else None
-    if record is not None:
+    fresh = LedgerRecord(key=idempotency_key, provider=provider.name, request_sha256=fingerprint, state="creating")
+    if ledger is None:
+        return await _send(client, request, fresh, None, None, on_refused)
+    while True:
+        record = await _settled(ledger, idempotency_key, backup)
+        if record is None:
+            if ledger.claim(fresh):
+                return await _send(client, request, fresh, ledger, backup, on_refused)
+            continue  # another run claimed the key a moment ago: follow its record
         if record.request_sha256 != fingerprint:
             raise exc.IdempotencyKeyReusedError(
                 f"The idempotency key {idempotency_key!r} was first used for a different "
                 "request. What to do: use a new key for a new request."
             )
-        if record.task_id:
-            return _resumed(record, request)
+        task_id = record.task_id or _rescued_task_id(backup, idempotency_key)
+        if task_id:
+            if record.task_id is None:  # found in the backup: the main ledger learns it now
+                record = _remember_id(ledger, record, task_id, backup)
+            return _resumed(record, request, task_id)
         found = await _look_up(client, request, idempotency_key)
         if found is not None:
-            return _remember(ledger, record, found)
+            return _remember(ledger, record, found, backup)
         if if_outcome_unknown == "fail":
             raise _unknown(idempotency_key, f"a create was started at {record.created_at:%Y-%m-%d %H:%M:%S} UTC")
+        resent = ledger.put(record.model_copy(update={"state": "creating"}))  # this run holds the key now
+        return await _send(client, request, resent, ledger, backup, on_refused)
 
-    record = LedgerRecord(key=idempotency_key, provider=provider.name, request_sha256=fingerprint, state="creating")
-    if ledger:
-        record = ledger.put(record)
+
+async def _settled(ledger: JobLedger, key: str, backup: JobLedger | None) -> LedgerRecord | None:
+    """The key's record once no live run is creating it; None while nobody holds the key.
+
+    A `creating` record without a task id belongs to a run sending the create right now,
+    unless it stayed unchanged for the ledger's claim timeout (the run died), or the task id
+    it lacks is in `backup` (the run could not write it here).
+    """
+    seen, since, said = None, time.monotonic(), False
+    while True:
+        record = ledger.get(key)
+        if record is None or record.state != "creating" or record.task_id:
+            return record
+        if _rescued_task_id(backup, key):
+            return record
+        now = time.monotonic()
+        if record.updated_at != seen:
+            seen, since = record.updated_at, now
+        age = (datetime.now(UTC) - record.updated_at).total_seconds()
+        if max(age, now - since) > ledger.claim_timeout_seconds:
+            return record
+        if not said:
+            said = True
+            run_logger("prefect_comet.ledger").info(
+                "Another run is creating the job for idempotency key %s; following its ledger record.", key
+            )
+        await asyncio.sleep(_FOLLOW_SECONDS)
+
+
+async def _send(
+    client: CometClient,
+    request: VideoRequest,
+    record: LedgerRecord,
+    ledger: JobLedger | None,
+    backup: JobLedger | None,
+    on_refused: OnRefused | None,
+) -> VideoJob:
+    """Send the create once for a claimed key, and record what came of it."""
+    key = record.key
+
+    async def refused(retry_after: float | None) -> bool:
+        if ledger is not None:  # a live sender keeps its claim fresh while it waits for room
+            ledger.put(record)
+        return await on_refused(retry_after) if on_refused is not None else False
+
     try:
-        job = await provider.create(
-            client, request, idempotency_key=idempotency_key, on_refused=on_refused
-        )
+        job = await provider_for(request).create(client, request, idempotency_key=key, on_refused=refused)
     except exc.CreateOutcomeUnknownError as error:
         # "recreate" replaces an earlier unknown outcome once; this send's own unknown
         # outcome is never resent on the spot, or one call could pay twice.
-        job = await _look_up(client, request, idempotency_key)
+        job = await _look_up(client, request, key)
         if job is None:
-            raise _unknown(idempotency_key, str(error)) from error
+            _mark_unknown(ledger, record)
+            raise _unknown(key, str(error)) from error
     except exc.ResponseFormatError as error:
         # HTTP 200 with an unusable body: the server took (and bills) the job.
-        raise _unknown(idempotency_key, f"the server accepted it but answered: {error}") from error
+        _mark_unknown(ledger, record)
+        raise _unknown(key, f"the server accepted it but answered: {error}") from error
     except _REFUSED:
-        if ledger:  # a refusal proves the server did not take the job
-            ledger.forget(idempotency_key)
+        if ledger:  # a refusal proves the server did not take the job: the key is free again
+            ledger.forget(key)
         raise
-    return _remember(ledger, record, job)
+    run_logger().info("CometAPI created %s task %s for idempotency key %s.", job.provider, job.task_id, key)
+    return _remember(ledger, record, job, backup)
 
 
-def _remember(ledger: JobLedger | None, record: LedgerRecord, job: VideoJob) -> VideoJob:
-    if ledger:
-        ledger.put(record.model_copy(update={"state": "created", "task_id": job.task_id}))
+def _remember(ledger: JobLedger | None, record: LedgerRecord, job: VideoJob, backup: JobLedger | None) -> VideoJob:
+    if ledger is not None:
+        _remember_id(ledger, record, job.task_id, backup)
     return job.model_copy(update={"idempotency_key": record.key})
 
 
-def _resumed(record: LedgerRecord, request: VideoRequest) -> VideoJob:
+def _remember_id(ledger: JobLedger, record: LedgerRecord, task_id: str, backup: JobLedger | None) -> LedgerRecord:
+    """Record the task id; when the ledger cannot take it, keep it in `backup` and say so."""
+    created = record.model_copy(update={"state": "created", "task_id": task_id})
+    try:
+        return ledger.put(created)
+    except OSError as error:
+        kept = ""
+        if backup is not None:
+            try:
+                backup.put(created)
+                kept = f" It is kept in {backup.uri}, so a re-run with the same key resumes it."
+            except OSError:
+                pass
+        raise exc.StorageError(
+            f"The job for idempotency key {record.key!r} was created as task {task_id}, but the ledger "
+            f"at {ledger.uri} could not record it ({error.strerror or type(error).__name__}).{kept} "
+            "What to do: free space or fix access, then run again with the same key: nothing is paid again.",
+            task_id=task_id,
+        ) from error
+
+
+def _rescued_task_id(backup: JobLedger | None, key: str) -> str | None:
+    try:
+        record = backup.get(key) if backup is not None else None
+    except exc.LedgerDamagedError:
+        return None
+    return record.task_id if record is not None else None
+
+
+def _mark_unknown(ledger: JobLedger | None, record: LedgerRecord) -> None:
+    """No live run is creating this key any more; the outcome of its create is unknown."""
+    if ledger is None:
+        return
+    try:
+        ledger.put(record.model_copy(update={"state": "unknown"}))
+    except OSError as error:  # the error that follows says what to do either way
+        run_logger().warning("Could not mark key %s as unknown in the ledger: %r", record.key, error)
+
+
+def _resumed(record: LedgerRecord, request: VideoRequest, task_id: str) -> VideoJob:
+    run_logger().info("Resuming %s task %s of idempotency key %s.", record.provider, task_id, record.key)
     return VideoJob(
         provider=record.provider,
-        task_id=str(record.task_id),
+        task_id=task_id,
         status=VideoStatus.QUEUED,
         idempotency_key=record.key,
         created_at=record.created_at,

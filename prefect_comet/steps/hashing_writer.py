@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO
+from typing import IO, Any
 
 # Past this many bytes a download hashes and writes in a worker thread (see HashingWriter).
 INLINE_BYTES = 32 << 20
@@ -25,8 +25,13 @@ class HashingWriter:
     GIL once per buffer, not once per socket read; one step at a time keeps the order.
     Smaller files (most clips) are written inline and never allocate the buffers.
 
+    A resumed download passes the hasher of the bytes already in the file and their count:
+    the digest then covers the whole file, and a large file goes on in the worker thread.
+
     Args:
         target: An open binary file (any fsspec file). `close()` closes it.
+        hasher: A SHA-256 already fed the bytes before `target`'s position (resuming), or None.
+        already_written: How many bytes `hasher` has seen (counts towards `INLINE_BYTES`).
 
     Example:
         ```python
@@ -37,10 +42,10 @@ class HashingWriter:
         ```
     """
 
-    def __init__(self, target: IO[bytes]) -> None:
+    def __init__(self, target: IO[bytes], *, hasher: Any = None, already_written: int = 0) -> None:
         self.target = target
-        self._hasher = hashlib.sha256()
-        self._inline_left = INLINE_BYTES
+        self._hasher = hasher if hasher is not None else hashlib.sha256()
+        self._inline_left = max(0, INLINE_BYTES - already_written)
         self._filling = self._spare = bytearray()
         self._fill = 0
         self._step: Future[None] | None = None

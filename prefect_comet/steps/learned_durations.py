@@ -28,6 +28,8 @@ _KIND_FIELDS = ("seconds", "duration", "mode", "size", "resolution", "aspect_rat
 # Recent jobs only, so the estimate follows a server that gets faster or slower.
 _KEEP = 20
 FILE_NAME = "comet-durations.json"
+# No generation takes a day; a longer server duration means odd timestamps, not a slow job.
+_MAX_PLAUSIBLE_SECONDS = 86_400.0
 # A batch finishes many jobs of one kind within seconds: write the first, then at most this often.
 _SAVE_EVERY_SECONDS = 30.0
 
@@ -139,4 +141,6 @@ def _server_duration(job: VideoJob) -> float | None:
     finished = job.completed_at or job.updated_at
     if job.created_at is None or finished is None:
         return None
-    return (finished - job.created_at).total_seconds()
+    seconds = (finished - job.created_at).total_seconds()
+    # A server clock gone odd (a created_at of -1, say) must not teach us a 56-year render.
+    return seconds if 0 < seconds <= _MAX_PLAUSIBLE_SECONDS else None

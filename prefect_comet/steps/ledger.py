@@ -1,25 +1,40 @@
 """The job ledger: a durable record of every job by idempotency key, so none is lost or repeated.
 
 The ledger is a folder of small JSON files in fsspec storage, by default beside the videos
-(`<destination>/.comet-ledger/`): in a multi-machine deployment the destination is shared
-storage, so every worker sees the same records.
+(`<destination>/.comet-ledger/`): in a multi-machine deployment it is shared storage, so every
+worker sees the same records. The first record of a key is its claim, created exclusively:
+of two processes that start the same key at once, exactly one writes it and sends the create.
+That relies on what the storage guarantees: a hard link on local disks (atomic, and refused
+when the name exists) and a conditional write (`If-None-Match: *`) on S3. Other fsspec
+backends get a check-then-write that is not exclusive, with a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import fsspec
-from pydantic import BaseModel, Field
+from fsspec.implementations.local import LocalFileSystem
+from pydantic import BaseModel, Field, ValidationError
 
-from prefect_comet._files import short_hash, write_atomically
+from prefect_comet._files import short_hash, uri_for, write_atomically
+from prefect_comet._logging import run_logger
+from prefect_comet.exceptions import LedgerDamagedError
 from prefect_comet.models import StoredVideo
 
 LEDGER_FOLDER = ".comet-ledger"
-LedgerState = Literal["creating", "created", "stored", "failed"]
+LedgerState = Literal["creating", "unknown", "created", "stored", "failed"]
+# A create answers within seconds and the client's own retries last about two minutes at
+# most; a `creating` record unchanged for longer belongs to a run that died.
+CLAIM_TIMEOUT_SECONDS = 300.0
+# Backends whose exclusive create ("xb") is checked atomically by the store itself.
+_EXCLUSIVE_PROTOCOLS = {"s3", "s3a", "memory"}
+_warned_inexact: set[str] = set()
 
 
 def request_fingerprint(payload: dict[str, Any]) -> str:
@@ -35,7 +50,8 @@ class LedgerRecord(BaseModel):
         key: The idempotency key.
         provider: The API family.
         request_sha256: Fingerprint of the request the key was first used for.
-        state: `creating` (sent, no task id yet), `created`, `stored` or `failed`.
+        state: `creating` (being sent, no task id yet), `unknown` (sent, no answer came),
+            `created`, `stored` or `failed`.
         task_id: The server's task id, once known.
         stored: The stored video, once persisted.
         error: Why the job failed.
@@ -59,6 +75,8 @@ class JobLedger:
 
     Args:
         uri: The ledger folder, e.g. `s3://bucket/videos/.comet-ledger`.
+        claim_timeout_seconds: How long a `creating` record may stay unchanged before it
+            counts as left behind by a run that died.
 
     Example:
         ```python
@@ -67,8 +85,9 @@ class JobLedger:
         ```
     """
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, *, claim_timeout_seconds: float = CLAIM_TIMEOUT_SECONDS) -> None:
         self.uri = uri
+        self.claim_timeout_seconds = claim_timeout_seconds
         self._fs, root = fsspec.core.url_to_fs(uri)
         self._root = root.rstrip("/")
 
@@ -82,13 +101,63 @@ class JobLedger:
         # record must be found again by every later run).
         return f"{self._root}/{short_hash(key, 40)}.json"
 
+    @property
+    def exclusive(self) -> bool:
+        """Whether a claim here is exclusive across processes and machines."""
+        protocols = self._fs.protocol if isinstance(self._fs.protocol, tuple) else (self._fs.protocol,)
+        return isinstance(self._fs, LocalFileSystem) or bool(_EXCLUSIVE_PROTOCOLS & set(protocols))
+
     def get(self, key: str) -> LedgerRecord | None:
-        """The record for `key`, or None."""
+        """The record for `key`, or None.
+
+        Raises:
+            LedgerDamagedError: The record's file is empty, truncated or not a record of `key`.
+        """
         path = self._path(key)
-        if not self._fs.exists(path):
+        try:
+            # One whole read: an object store answers it from one version of the record, even
+            # while another run replaces it.
+            data = self._fs.cat_file(path)
+        except FileNotFoundError:
             return None
-        with self._fs.open(path, "rb") as file:
-            return LedgerRecord.model_validate_json(file.read())
+        try:
+            record = LedgerRecord.model_validate_json(data)
+        except ValidationError as error:
+            raise self._damaged(path, key, f"{len(data)} bytes that are not a ledger record") from error
+        if record.key != key:
+            raise self._damaged(path, key, f"it holds the record of another key, {record.key!r}")
+        return record
+
+    def claim(self, record: LedgerRecord) -> bool:
+        """Write the first record of a key, unless one exists: True when this call wrote it.
+
+        Exclusive where the storage guarantees it (see `exclusive`): of several processes
+        claiming one key at once, exactly one gets True.
+
+        Example:
+            ```python
+            if ledger.claim(LedgerRecord(key=key, provider="omni", request_sha256=fp, state="creating")):
+                ...  # this process, and no other, sends the create
+            ```
+        """
+        record = record.model_copy(update={"updated_at": datetime.now(UTC)})
+        data = record.model_dump_json(indent=2).encode()
+        path = self._path(record.key)
+        self._fs.makedirs(self._root, exist_ok=True)
+        try:
+            if isinstance(self._fs, LocalFileSystem):
+                _link_new(path, data)
+            elif self.exclusive:
+                with self._fs.open(path, "xb") as file:
+                    file.write(data)
+            else:
+                self._warn_inexact()
+                if self._fs.exists(path):
+                    return False
+                write_atomically(self._fs, path, data)
+        except FileExistsError:
+            return False
+        return True
 
     def put(self, record: LedgerRecord) -> LedgerRecord:
         """Write a record atomically (temporary name, then move) and return it."""
@@ -105,13 +174,55 @@ class JobLedger:
             ledger.record_outcome("nightly-0", stored=stored)
             ```
         """
-        record = self.get(key)
+        try:
+            record = self.get(key)
+        except LedgerDamagedError as damaged:  # the video's sidecar still names the key
+            run_logger("prefect_comet.ledger").warning("Could not record the outcome: %s", damaged)
+            return
         if record is not None:
             state = "stored" if stored is not None else "failed"
             self.put(record.model_copy(update={"state": state, "stored": stored, "error": error}))
 
     def forget(self, key: str) -> None:
-        """Drop a record whose create provably never reached the server."""
-        path = self._path(key)
-        if self._fs.exists(path):
-            self._fs.rm(path)
+        """Drop a record whose create provably never reached the server (the key is free again)."""
+        try:
+            self._fs.rm(self._path(key))
+        except FileNotFoundError:
+            pass
+
+    def _damaged(self, path: str, key: str, what: str) -> LedgerDamagedError:
+        shown = uri_for(self._fs, path)
+        return LedgerDamagedError(
+            f"The ledger record {shown} of idempotency key {key!r} is damaged: {what}. Nothing was "
+            "sent. What to do: if the video was stored, its sidecar (<task id>.json beside the "
+            "videos) names the key and a run with destination set returns it; otherwise find the "
+            "task in the CometAPI dashboard and resume it with wait_for_video, or delete the "
+            "damaged file to create the job anew (this may pay twice).",
+            path=shown,
+            key=key,
+        )
+
+    def _warn_inexact(self) -> None:
+        if self.uri not in _warned_inexact:
+            _warned_inexact.add(self.uri)
+            run_logger("prefect_comet.ledger").warning(
+                "The ledger at %s is on storage whose exclusive create is not known to be atomic: "
+                "two runs that start the same key at the same moment could both pay. Keep each key "
+                "on one worker, or keep the ledger on a local disk or S3 (ledger_uri=...).",
+                self.uri,
+            )
+
+
+def _link_new(path: str, data: bytes) -> None:
+    """Create `path` with `data`, atomically and only if it does not exist (local disks).
+
+    The bytes go to a temporary file first, so no reader ever sees half a record; `link`
+    then gives it the final name and fails when that name exists.
+    """
+    temporary = f"{path}.partial-{uuid.uuid4().hex[:12]}"
+    with open(temporary, "wb") as file:
+        file.write(data)
+    try:
+        os.link(temporary, path)
+    finally:
+        os.unlink(temporary)

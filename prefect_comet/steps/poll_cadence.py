@@ -20,7 +20,7 @@ class PollPolicy:
     `initial_interval` and `max_interval`), so the end is seen soon after it comes.
     Without progress, the estimate is how long finished jobs of the same kind took in
     this machine; past it, the wait is a quarter of the lateness (within the same bounds).
-    A server hint (`openai-poll-after-ms`) wins when sent.
+    A server hint (`openai-poll-after-ms`) wins when sent, up to `max_interval`.
 
     Args:
         initial_interval: Seconds before the second look.
@@ -61,12 +61,15 @@ class PollCadence:
         self._estimate = _FinishEstimate()
 
     def next_wait(self, seen: VideoJob, now: float, hint: float | None) -> float:
-        """Seconds to sleep after seeing `seen` at `now`; a server hint wins when sent."""
+        """Seconds to sleep after seeing `seen` at `now`; a server hint wins, up to the cap."""
         self._estimate.observe(now, seen.progress)
         remaining = self._estimate.remaining(now)
         if remaining is None:
             remaining = _learned_remaining(seen, now - self.started)
-        wait = hint if hint is not None else _next_wait(self.policy, self.interval, remaining)
+        if hint is not None:  # capped: a hint of hours must not mean no look until the deadline
+            wait = min(max(hint, 0.0), self.policy.max_interval)
+        else:
+            wait = _next_wait(self.policy, self.interval, remaining)
         self.interval = min(self.interval * self.policy.backoff, self.policy.max_interval)
         return wait
 

@@ -1,7 +1,7 @@
 """Where a download becomes a final file: temporary name, read back, measured, then moved.
 
 Also the one check of "is it stored and still valid" (`verified`), and the JSON sidecar
-written beside every stored job.
+written beside every stored job (`stored_for_key` finds a key's video through it).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import asyncio
 import json
 import re
 import time
-import uuid
 from datetime import UTC, datetime
 
 import fsspec
@@ -26,11 +25,11 @@ from prefect_comet.media.probe import VideoProbe, probe_video
 from prefect_comet.models import StoredVideo, VideoJob
 from prefect_comet.options import DEFAULTS
 from prefect_comet.steps.downloading import download
+from prefect_comet.steps.partial_files import claim_partial, let_go
+from prefect_comet.steps.storage_errors import storage_error
 
 SIDECAR_SCHEMA = "prefect-comet/video-sidecar@1"
 _UNSAFE_IN_PATH = re.compile(r"[^A-Za-z0-9._-]+")
-
-
 async def store_videos(
     client: CometClient,
     job: VideoJob,
@@ -53,7 +52,20 @@ async def store_videos(
 
     Returns:
         The first video, with further files of the job in `extras`.
+
+    Raises:
+        StorageError: The disk is full or the destination cannot be written.
     """
+    try:
+        return await _store_videos(client, job, destination, max_bytes)
+    except OSError as error:
+        failure = storage_error(error, destination, job.task_id)
+        if failure is None:
+            raise
+        raise failure from error
+
+
+async def _store_videos(client: CometClient, job: VideoJob, destination: str, max_bytes: int) -> StoredVideo:
     fs, root = fsspec.core.url_to_fs(destination)
     root = root.rstrip("/")
     fs.makedirs(root, exist_ok=True)
@@ -105,27 +117,27 @@ async def _store_one(
     max_bytes: int,
 ) -> StoredVideo:
     final = f"{root}/{name}"
-    partial = f"{root}/.{name}.partial-{uuid.uuid4().hex[:12]}"
+    partial = await asyncio.to_thread(claim_partial, fs, root, name)
     try:
         downloaded = await download(
             client,
             source.urls,
-            lambda: fs.open(partial, "wb"),
+            lambda: fs.open(partial.path, "wb"),
             task_id=job.task_id,
             max_bytes=max_bytes,
+            prefix=partial.prefix,
         )
         # Read back what storage holds before it becomes visible: a bad write never lands.
         # CPU and disk work runs off the event loop, so other jobs keep polling meanwhile.
-        if await asyncio.to_thread(sha256_of, fs, partial) != downloaded.sha256:
+        if await asyncio.to_thread(sha256_of, fs, partial.path) != downloaded.sha256:
             raise InvalidContentError(
                 f"Storage at {uri_for(fs, final)} did not keep the downloaded bytes intact.",
                 task_id=job.task_id,
             )
-        probe = await asyncio.to_thread(_probe, fs, partial, job.task_id)
-        fs.mv(partial, final)
+        probe = await asyncio.to_thread(_probe, fs, partial.path, job.task_id)
+        fs.mv(partial.path, final)
     finally:
-        if fs.exists(partial):
-            fs.rm(partial)
+        let_go(fs, partial)
     uri = uri_for(fs, final)
     width, height, duration = (probe.width, probe.height, probe.duration_seconds) if probe else (None, None, None)
     return StoredVideo(
@@ -173,6 +185,28 @@ def _read_sidecar(fs: fsspec.AbstractFileSystem, sidecar_path: str) -> StoredVid
     except (ValueError, KeyError, TypeError):
         return None
     return videos[0].model_copy(update={"extras": videos[1:]}) if videos else None
+
+
+def stored_for_key(destination: str, key: str) -> StoredVideo | None:
+    """The verified video a sidecar under `destination` records for idempotency key `key`.
+
+    The way back to a stored video when its ledger record is damaged: every sidecar names
+    the key its job was created under.
+
+    Example:
+        ```python
+        stored = stored_for_key("s3://bucket/videos", "nightly-3")
+        ```
+    """
+    fs, root = fsspec.core.url_to_fs(destination)
+    for path in sorted(fs.glob(f"{root.rstrip('/')}/*.json")):
+        try:
+            named = json.loads(fs.cat_file(path)).get("idempotency_key")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if named == key and (stored := verified(_read_sidecar(fs, path))) is not None:
+            return stored
+    return None
 
 
 def verified(stored: StoredVideo | None) -> StoredVideo | None:

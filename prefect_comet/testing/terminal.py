@@ -18,6 +18,7 @@ from prefect_comet.ui.progress import watch_progress
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every runnable pipeline takes: where to store, which key, which API."""
     parser.add_argument("--destination", default=DEFAULT_DESTINATION)
+    parser.add_argument("--ledger", help="the job ledger's folder (default: beside the videos)")
     parser.add_argument("--block", help="name of a saved CometAPI Credentials block")
     parser.add_argument("--emulator", action="store_true", help="run against a local emulator")
     parser.add_argument("--latency", type=float, default=3.0, help="emulated generation seconds")

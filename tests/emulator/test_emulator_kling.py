@@ -187,7 +187,7 @@ def test_native_query_timeline_and_result(client: httpx.Client, emu: CometEmulat
     assert (
         body["code"] == 0
         and data["task_status_msg"] == ""
-        and data["task_info"] == {"external_task_id": None}
+        and data["task_info"] == {}  # no external_task_id was supplied
     )
     [video] = data["task_result"]["videos"]
     assert video["id"].startswith("vid_") and video["duration"] == "5.0" and "watermark_url" not in video

@@ -7,6 +7,7 @@ import contextlib
 import threading
 
 from .core import CometEmulator
+from .state import KLING_WRAPPED_INNER, OMNI_FAILURE_FIELDS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,6 +21,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--kling-wrapped", action="store_true", help="wrapped gateway shape for Kling queries"
     )
+    parser.add_argument(
+        "--kling-wrapped-inner",
+        choices=KLING_WRAPPED_INNER,
+        default="always",
+        help="wrapped Kling answers whose inner object, until success, is there, null or missing",
+    )
+    parser.add_argument(
+        "--omni-failure-field",
+        choices=OMNI_FAILURE_FIELDS,
+        default="error",
+        help="where a failed Omni job says why: the error object or a bare string field",
+    )
     parser.add_argument("--content-redirect", action="store_true", help="content route answers 302")
     parser.add_argument("--fps", type=int, default=12)
     parser.add_argument("--pad-to-bytes", type=int, default=None, help="pad result files to at least N bytes")
@@ -30,7 +43,9 @@ def main(argv: list[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         kling_parallel_limit=args.kling_parallel_limit,
-        kling_wrapped=args.kling_wrapped,
+        kling_wrapped=args.kling_wrapped or args.kling_wrapped_inner != "always",
+        kling_wrapped_inner=args.kling_wrapped_inner,
+        omni_failure_field=args.omni_failure_field,
         content_redirect=args.content_redirect,
         fps=args.fps,
         pad_to_bytes=args.pad_to_bytes,

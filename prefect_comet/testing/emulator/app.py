@@ -132,6 +132,16 @@ def make_handler(state: EmulatorState) -> Callable[[Request], Awaitable[Response
             response = unauthorized()
         else:
             response = route.handler(state, request, fault.kind if fault else None, **params)
-        return bend_after(fault, response, state.jobs.keys()) if fault is not None else response
+        response = bend_after(fault, response, state.jobs.keys()) if fault is not None else response
+        if route.name in ("omni.content", "files") and request.method == "GET" and 200 <= response.status < 300:
+            state.bytes_served[params["task_id"]] += _body_bytes_sent(response)
+        return response
 
     return handle
+
+
+def _body_bytes_sent(response: Response) -> int:
+    """Body bytes an answer sends: all of them, half when cut (`truncate`), none when reset."""
+    if response.abort:
+        return 0
+    return response.length // 2 if response.truncate else response.length

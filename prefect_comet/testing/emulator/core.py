@@ -14,7 +14,14 @@ from .app import make_handler
 from .faults import FaultPlan
 from .models import EmulatedJob, EmulatedVideo, RecordedRequest
 from .server import HttpServer
-from .state import EmulatorState, Settings
+from .state import (
+    KLING_WRAPPED_INNER,
+    OMNI_FAILURE_FIELDS,
+    EmulatorState,
+    KlingWrappedInner,
+    OmniFailureField,
+    Settings,
+)
 
 
 class CometEmulator:
@@ -22,6 +29,31 @@ class CometEmulator:
 
     Usable from sync and async code: the server runs on a private event loop in a
     background thread. `with CometEmulator() as emu:` (or `async with`) starts and stops it.
+
+    Args:
+        api_key: The key every API call must bear (None accepts any bearer key).
+        latency: Seconds from create to completion.
+        host: The address to listen on.
+        port: The port (0 picks a free one).
+        kling_parallel_limit: Unfinished Kling jobs allowed at once (1303 beyond it).
+        kling_wrapped: Answer Kling queries in the wrapped gateway shape.
+        content_redirect: The Omni content route answers a 302 to the signed file URL.
+        fps: Frames per second of the rendered videos.
+        pad_to_bytes: Pad result files to at least this many bytes.
+        url_ttl: Seconds a signed result URL stays valid.
+        kling_wrapped_inner: With `kling_wrapped`, where the native object is until the job
+            succeeded: `"always"` inside (`data.data.data`), `"null"` (`data.data` is null) or
+            `"missing"` (no `data.data`); only the outer `status`, `progress` and `fail_reason`
+            tell the job's state then (REFERENCE.md section 5).
+        omni_failure_field: Where a failed Omni job says why: `"error"` (an object with
+            `code` and `message`), or `"fail_reason"` / `"error_message"` (a bare string, no
+            `error` object).
+
+    Example:
+        ```python
+        with CometEmulator(kling_wrapped=True, kling_wrapped_inner="null") as emu:
+            ...  # a Kling job's state is only outside until it succeeded
+        ```
     """
 
     def __init__(
@@ -36,7 +68,15 @@ class CometEmulator:
         fps: int = 12,
         pad_to_bytes: int | None = None,
         url_ttl: float = 3600.0,
+        kling_wrapped_inner: KlingWrappedInner = "always",
+        omni_failure_field: OmniFailureField = "error",
     ) -> None:
+        if kling_wrapped_inner not in KLING_WRAPPED_INNER:
+            raise ValueError(f"kling_wrapped_inner must be one of {KLING_WRAPPED_INNER}")
+        if kling_wrapped_inner != "always" and not kling_wrapped:
+            raise ValueError("kling_wrapped_inner only applies with kling_wrapped=True")
+        if omni_failure_field not in OMNI_FAILURE_FIELDS:
+            raise ValueError(f"omni_failure_field must be one of {OMNI_FAILURE_FIELDS}")
         self.settings = Settings(
             api_key,
             latency,
@@ -46,6 +86,8 @@ class CometEmulator:
             fps,
             pad_to_bytes,
             url_ttl,
+            kling_wrapped_inner,
+            omni_failure_field,
         )
         self.host, self.port = host, port
         self._faults = FaultPlan()
@@ -144,6 +186,14 @@ class CometEmulator:
     def created_per_key(self) -> dict[str, int]:
         """Jobs created per idempotency key (Omni `Idempotency-Key` header, Kling `external_task_id`)."""
         return self._live.created_per_key()
+
+    def bytes_served(self, task_id: str) -> int:
+        """Result-file body bytes answered for `task_id` so far (content and file routes, GET).
+
+        Counts each answer's body as sent in full (half for `truncate`, none for a reset), even
+        when the client hung up before reading all of it.
+        """
+        return self._live.bytes_served[task_id]
 
     def _video(self, task_id: str, video_id: str | None) -> tuple[EmulatedJob, EmulatedVideo]:
         job = self.jobs.get(task_id)

@@ -11,6 +11,13 @@ ones, for tests that a client refuses what a broken or malicious server sends:
   `text/html`); with `opts["body"]` that body replaces the video.
 - `not_mp4` (body routes): a body of the same length that is not an MP4.
 - `no_length` (body routes): no `Content-Length` (chunked), so only counting bytes tells the size.
+
+And odd ones, for tests that a client drops a strange value and goes on:
+
+- `odd_times` (create and status routes): every `created_at`, `completed_at` and `updated_at`
+  in the JSON answer (at any depth, so also a wrapped Kling answer) becomes `opts["value"]`
+  (default `None`, i.e. null), e.g. `253402300800`, `1e12`, `1e300`, `"inf"` or `-1`.
+  `float("inf")` is sent as the bare `Infinity` that Python's JSON reader takes.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import json
 import random
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,9 +45,17 @@ TRANSIENT_KINDS = COMMON_KINDS | {"truncate"}
 # Hostile answers: never drawn at random unless asked for by `kinds`.
 HOSTILE_JSON_KINDS = frozenset({"hostile_id"})
 HOSTILE_BODY_KINDS = frozenset({"redirect", "redirect_loop", "content_type", "not_mp4", "no_length"})
+# Odd values in a well-formed answer: also never drawn at random unless asked for.
+ODD_JSON_KINDS = frozenset({"odd_times"})
 ALL_KINDS = (
-    TRANSIENT_KINDS | {"slow", "malformed_json", "unknown_status"} | HOSTILE_JSON_KINDS | HOSTILE_BODY_KINDS
+    TRANSIENT_KINDS
+    | {"slow", "malformed_json", "unknown_status"}
+    | HOSTILE_JSON_KINDS
+    | HOSTILE_BODY_KINDS
+    | ODD_JSON_KINDS
 )
+# The time fields `odd_times` replaces.
+TIME_FIELDS = frozenset({"created_at", "completed_at", "updated_at"})
 # Where `redirect_loop` sends a client: every hop answers a redirect to the next one.
 REDIRECT_LOOP_PATH = "/redirect-loop"
 
@@ -51,7 +66,7 @@ def applicable_kinds(route: str) -> frozenset[str]:
     if route in _BODY_ROUTES:
         kinds |= {"truncate", "slow", *HOSTILE_BODY_KINDS}
     if route in _JSON_ROUTES:
-        kinds |= {"malformed_json", *HOSTILE_JSON_KINDS}
+        kinds |= {"malformed_json", *HOSTILE_JSON_KINDS, *ODD_JSON_KINDS}
     if route in _STATUS_ROUTES:
         kinds.add("unknown_status")
     return frozenset(kinds)
@@ -159,8 +174,11 @@ def bend_after(fault: Fault, response: Response, task_ids: Iterable[str] = ()) -
     """
     if fault.kind == "hostile_id":
         return _with_hostile_id(response, set(task_ids), str(fault.opts.get("task_id", "../../x")))
-    if fault.kind in ("content_type", "not_mp4", "no_length") and not 200 <= response.status < 300:
+    if fault.kind in ("content_type", "not_mp4", "no_length", "odd_times") and not 200 <= response.status < 300:
         return response  # an error answer stays what it is
+    if fault.kind == "odd_times":
+        value = fault.opts.get("value")
+        return _rewrite_json(response, lambda key, old: value if key in TIME_FIELDS else old)
     if fault.kind == "content_type":
         content_type = str(fault.opts.get("content_type", "text/html"))
         headers = [(k, v) for k, v in response.headers if k != "content-type"]
@@ -196,6 +214,16 @@ def bend_after(fault: Fault, response: Response, task_ids: Iterable[str] = ()) -
 
 def _with_hostile_id(response: Response, task_ids: set[str], hostile: str) -> Response:
     """The JSON answer with every task id (under an `id`/`task_id` key) replaced by `hostile`."""
+    return _rewrite_json(
+        response,
+        lambda key, value: hostile
+        if key in ("id", "task_id") and isinstance(value, str) and value in task_ids
+        else value,
+    )
+
+
+def _rewrite_json(response: Response, change: Callable[[str, Any], Any]) -> Response:
+    """The JSON answer with each `key: value` pair (at any depth) given `change(key, value)`."""
     try:
         payload = json.loads(response.body)
     except ValueError:
@@ -203,11 +231,7 @@ def _with_hostile_id(response: Response, task_ids: set[str], hostile: str) -> Re
 
     def swap(node: Any) -> Any:
         if isinstance(node, dict):
-            return {
-                key: hostile if key in ("id", "task_id") and isinstance(value, str) and value in task_ids
-                else swap(value)
-                for key, value in node.items()
-            }
+            return {key: swap(change(key, value)) for key, value in node.items()}
         if isinstance(node, list):
             return [swap(item) for item in node]
         return node

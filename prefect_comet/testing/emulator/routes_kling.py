@@ -85,16 +85,23 @@ def create(state: EmulatorState, request: Request, fault: str | None) -> Respons
 def native_data(
     state: EmulatorState, job: EmulatedJob, phase: Phase, status: str | None = None
 ) -> dict[str, Any]:
-    """The native `data` object of a query answer."""
+    """The native `data` object of a query answer.
+
+    As the docs show it (REFERENCE.md section 5): `task_info` is `{}` unless an
+    `external_task_id` was supplied, and an unfinished job has an empty `task_result: {}`.
+    """
     failed = phase.name == "failed"
+    external = job.external_task_id
     data: dict[str, Any] = {
         "task_id": job.task_id,
         "task_status": status or NATIVE[phase.name],
         "task_status_msg": (job.failure or FAIL_MESSAGE) if failed and not status else "",
-        "task_info": {"external_task_id": job.external_task_id},
+        "task_info": {"external_task_id": external} if external is not None else {},
         "created_at": _ms(job.created_at),
         "updated_at": _ms(phase.since),
     }
+    if phase.name in ("queued", "running") and not status:
+        data["task_result"] = {}
     if phase.name == "succeeded" and not status:
         videos = []
         for video in job.videos:
@@ -113,13 +120,17 @@ def _answer(state: EmulatorState, job: EmulatedJob, fault: str | None) -> Respon
     data = native_data(state, job, phase, mystery)
     if not state.settings.kling_wrapped:
         return json_response(200, {"code": 0, "message": "SUCCEED", "request_id": request_id(), "data": data})
-    outer = {
+    outer: dict[str, Any] = {
         "task_id": job.task_id,
         "status": "MYSTERY" if mystery else WRAPPED[phase.name],
         "progress": f"{phase.progress}%",
         "fail_reason": data["task_status_msg"] if phase.name == "failed" else "",
-        "data": {"code": 0, "message": "HTTP_OK", "data": data},
     }
+    inner = state.settings.kling_wrapped_inner
+    if inner == "always" or (phase.name == "succeeded" and not mystery):
+        outer["data"] = {"code": 0, "message": "HTTP_OK", "data": data}
+    elif inner == "null":
+        outer["data"] = None
     return json_response(200, {"code": "success", "data": outer})
 
 

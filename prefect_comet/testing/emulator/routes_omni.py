@@ -120,7 +120,9 @@ def task_object(
         body["completed_at"] = int(phase.since)
         body["video_url"] = state.file_url(job, job.videos[0])
     elif status is None and phase.name == "failed":
-        body["error"] = {"code": "generation_failed", "message": job.failure or FAIL_MESSAGE}
+        reason = job.failure or FAIL_MESSAGE
+        field = state.settings.omni_failure_field
+        body[field] = {"code": "generation_failed", "message": reason} if field == "error" else reason
     return body
 
 

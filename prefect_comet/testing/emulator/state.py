@@ -18,6 +18,12 @@ from .models import EmulatedJob, EmulatedVideo, RecordedRequest
 from .render import RenderCache, derive, shared_cache
 
 PhaseName = Literal["queued", "running", "succeeded", "failed", "unknown"]
+# Where a wrapped Kling answer keeps the native object until the job succeeded.
+KlingWrappedInner = Literal["always", "null", "missing"]
+# Where an Omni answer says why a job failed.
+OmniFailureField = Literal["error", "fail_reason", "error_message"]
+KLING_WRAPPED_INNER: tuple[KlingWrappedInner, ...] = ("always", "null", "missing")
+OMNI_FAILURE_FIELDS: tuple[OmniFailureField, ...] = ("error", "fail_reason", "error_message")
 QUEUED_FRACTION = 0.1  # share of the latency a job spends queued
 
 
@@ -33,6 +39,8 @@ class Settings:
     fps: int = 12
     pad_to_bytes: int | None = None
     url_ttl: float = 3600.0
+    kling_wrapped_inner: KlingWrappedInner = "always"
+    omni_failure_field: OmniFailureField = "error"
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,7 @@ class EmulatorState:
         self.base_url = ""
         self.jobs: dict[str, EmulatedJob] = {}
         self.requests: list[RecordedRequest] = []
+        self.bytes_served: Counter[str] = Counter()  # task_id -> result-file body bytes sent
         self.external_ids: dict[str, str] = {}  # Kling external_task_id -> task_id
         self.faults = faults or FaultPlan()
         self.signer = Signer()
