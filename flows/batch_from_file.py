@@ -18,7 +18,7 @@ from prefect import flow
 
 from prefect_comet import BatchResult, CometAPICredentials, generate_videos
 from prefect_comet.batch.inputs import file_batch_key
-from prefect_comet.testing.terminal import emulated_api
+from prefect_comet.testing.terminal import emulated_api, report_batch
 
 
 @flow(name="batch-from-file")
@@ -77,10 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 batch_key=args.batch_key, ledger_uri=args.ledger, poll_interval_seconds=poll_interval,
             )
         )
-    for outcome in result.outcomes:
-        where = outcome.stored.uri if outcome.stored else outcome.error
-        print(f"{outcome.index:>4} {outcome.status:<7} {where}")
-    print(f"Manifest: {result.manifest_uri}")
+    report_batch(result)
     return 0 if result.failed_count == 0 else 1
 
 

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from collections.abc import Callable
 from typing import Literal
 
 from prefect import flow
 
 from prefect_comet import CometAPICredentials, OmniVideoRequest, StoredVideo, generate_video
+from prefect_comet.api.omni_request import MAX_SECONDS, checked_resolution, checked_seconds
 from prefect_comet.testing.terminal import add_run_arguments, run_pipeline
 
 DEFAULT_PROMPT = "Ocean waves rolling onto a sandy beach at golden hour"
@@ -28,9 +31,9 @@ DEFAULT_PROMPT = "Ocean waves rolling onto a sandy beach at golden hour"
 @flow(name="text-to-video")
 async def text_to_video(
     prompt: str = DEFAULT_PROMPT,
-    seconds: Literal["4", "8", "12"] = "4",
+    seconds: int = 4,
     aspect_ratio: Literal["16:9", "9:16", "1:1"] = "16:9",
-    resolution: Literal["720p", "1080p"] = "720p",
+    resolution: str = "720p",
     destination: str = "./videos",
     credentials_block: str | None = None,
     ledger_uri: str | None = None,
@@ -40,9 +43,9 @@ async def text_to_video(
 
     Args:
         prompt: What the video shows.
-        seconds: Clip length.
+        seconds: Clip length in whole seconds (the API docs show 4, 8 and 12; others warn).
         aspect_ratio: Frame shape requested.
-        resolution: Resolution requested.
+        resolution: Resolution requested, like 720p or 1080p (others, like 480p, warn).
         destination: Any fsspec URL or local folder.
         credentials_block: Name of a saved CometAPI Credentials block; COMETAPI_KEY when empty.
         ledger_uri: The job ledger's folder (any fsspec URL); empty keeps it beside the videos.
@@ -64,9 +67,15 @@ async def text_to_video(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Generate a video from a prompt.")
     parser.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT)
-    parser.add_argument("--seconds", default="4", choices=["4", "8", "12"])
+    parser.add_argument(
+        "--seconds", default="4", type=_checked(checked_seconds),
+        help=f"clip length in whole seconds, 1 to {MAX_SECONDS} (the API docs show 4, 8 and 12)",
+    )
     parser.add_argument("--aspect-ratio", default="16:9", choices=["16:9", "9:16", "1:1"])
-    parser.add_argument("--resolution", default="720p", choices=["720p", "1080p"])
+    parser.add_argument(
+        "--resolution", default="720p", type=_checked(checked_resolution),
+        help="frame height and p, like 720p or 1080p (the ones the API docs show)",
+    )
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     run_pipeline(
@@ -84,6 +93,20 @@ def main(argv: list[str] | None = None) -> int:
         latency=args.latency,
     )
     return 0
+
+
+def _checked(check: Callable[[str], str]) -> Callable[[str], str]:
+    """An argparse type that refuses what the request would refuse, before anything starts."""
+
+    def parse(text: str) -> str:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the request warns once, when it is made
+            try:
+                return check(text)
+            except ValueError as error:
+                raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
 
 
 if __name__ == "__main__":

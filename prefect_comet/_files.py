@@ -1,10 +1,15 @@
-"""File and URL helpers, one of each: atomic writes, SHA-256, URIs, safe names, URL redaction."""
+"""File and URL helpers, one of each: atomic writes, SHA-256, URIs, safe names, URL redaction.
+
+Every storage URL becomes a filesystem through `filesystem_for` (or `open_url`), so a missing
+storage package (s3fs, gcsfs, adlfs) is reported with the extra that installs it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import uuid
+from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
@@ -12,6 +17,70 @@ from fsspec.implementations.local import LocalFileSystem
 
 # Reads and hashes go in steps of this size, so memory stays flat for any file.
 CHUNK_BYTES = 1 << 20
+# fsspec protocols served by an optional package: (the package, the prefect-comet extra with it).
+STORAGE_EXTRAS = {
+    "s3": ("s3fs", "s3"),
+    "s3a": ("s3fs", "s3"),
+    "gs": ("gcsfs", "gcs"),
+    "gcs": ("gcsfs", "gcs"),
+    "az": ("adlfs", "azure"),
+    "abfs": ("adlfs", "azure"),
+    "abfss": ("adlfs", "azure"),
+}
+
+
+def filesystem_for(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem and path of a storage URL or local path (`fsspec.core.url_to_fs`).
+
+    Raises:
+        ImportError: The package the URL's protocol needs is not installed; the message is one
+            line naming the extra that installs it, e.g. `pip install "prefect-comet[s3]"`.
+
+    Example:
+        ```python
+        fs, path = filesystem_for("s3://my-bucket/videos")
+        ```
+    """
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as error:
+        needed = next(
+            (STORAGE_EXTRAS[protocol] for protocol in _protocols(url) if protocol in STORAGE_EXTRAS), None
+        )
+        if needed is None:
+            raise
+        package, extra = needed
+        raise ImportError(
+            f"Cannot open {redact_url(url)}: {package} is not installed. What to do: "
+            f'pip install "prefect-comet[{extra}]" (or pip install {package}), then run again.',
+            name=package,
+        ) from error
+
+
+def open_url(url: str, mode: str = "rb", **kwargs: Any) -> IO[Any]:
+    """Open a file at a storage URL or local path (like `fsspec.open(url, mode).open()`).
+
+    Raises:
+        ImportError: As `filesystem_for`: a missing storage package, named with its extra.
+
+    Example:
+        ```python
+        with open_url("s3://my-bucket/prompts.jsonl", "rt", encoding="utf-8") as file:
+            first = file.readline()
+        ```
+    """
+    fs, path = filesystem_for(url)
+    return fs.open(path, mode, **kwargs)
+
+
+def _protocols(url: str) -> list[str]:
+    """Every protocol of a (possibly chained, `simplecache::s3://...`) URL, lower-cased."""
+    found = []
+    for part in url.split("::"):
+        protocol, _ = fsspec.core.split_protocol(part)
+        if protocol:
+            found.append(protocol.lower())
+    return found
 
 
 def write_atomically(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:

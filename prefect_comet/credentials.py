@@ -2,6 +2,9 @@
 
 One connection pool per account and event loop is shared by every task that runs there, so
 a batch of hundreds of jobs polls over a handful of kept-alive connections.
+
+`COMETAPI_BASE_URL` is honoured by a block whose `base_url` is the default, with a warning:
+a run pointed at the emulator by the environment never reaches the paid API unnoticed.
 """
 
 from __future__ import annotations
@@ -16,10 +19,14 @@ from dataclasses import dataclass
 from prefect.blocks.abstract import CredentialsBlock
 from pydantic import Field, SecretStr
 
+from prefect_comet._files import redact_url
+from prefect_comet._logging import run_logger
 from prefect_comet.api.client import CometClient
 from prefect_comet.exceptions import MissingAPIKeyError
 
 DEFAULT_BASE_URL = "https://api.cometapi.com"
+BASE_URL_VARIABLE = "COMETAPI_BASE_URL"
+_told: set[tuple[str, str]] = set()  # (variable's value, block's URL) pairs already warned about
 
 
 class CometAPICredentials(CredentialsBlock):
@@ -27,7 +34,8 @@ class CometAPICredentials(CredentialsBlock):
 
     Args:
         api_key: The CometAPI key, sent as `Authorization: Bearer <key>`.
-        base_url: The API root; change it only for a proxy or the local emulator.
+        base_url: The API root; change it only for a proxy or the local emulator. Left at
+            the default, `COMETAPI_BASE_URL` (when set) is used instead, with a warning.
         connect_timeout: Seconds to wait for a connection.
         read_timeout: Seconds to wait for each read of a response.
 
@@ -110,7 +118,36 @@ class CometAPICredentials(CredentialsBlock):
         api_key = self.api_key.get_secret_value().strip()
         if not api_key:
             raise MissingAPIKeyError("The CometAPI credentials block holds an empty API key.")
-        return _lease(self, api_key)
+        return _lease(self, api_key, self.effective_base_url())
+
+    def effective_base_url(self) -> str:
+        """Where requests go: `base_url`, or `COMETAPI_BASE_URL` when `base_url` is the default.
+
+        A block saved without a `base_url` cannot say whether the default was chosen, while
+        the variable is set on purpose (the demo, a test, a proxy); so the variable wins, and
+        a warning says so once per process. A block with any other `base_url` ignores it.
+
+        Example:
+            ```python
+            # with COMETAPI_BASE_URL=http://127.0.0.1:8765 in the environment:
+            CometAPICredentials(api_key="anything").effective_base_url()  # "http://127.0.0.1:8765"
+            ```
+        """
+        override = os.environ.get(BASE_URL_VARIABLE, "").strip()
+        if not override or _same_url(override, DEFAULT_BASE_URL) or not _same_url(self.base_url, DEFAULT_BASE_URL):
+            return self.base_url
+        if (override, self.base_url) not in _told:
+            _told.add((override, self.base_url))
+            run_logger("prefect_comet.credentials").warning(
+                "%s=%s is set, so it is used instead of the credentials block's default base URL %s. "
+                "To reach %s with this block, unset %s; to pin another URL, save the block with base_url.",
+                BASE_URL_VARIABLE, redact_url(override), DEFAULT_BASE_URL, DEFAULT_BASE_URL, BASE_URL_VARIABLE,
+            )
+        return override
+
+
+def _same_url(first: str, second: str) -> bool:
+    return first.strip().rstrip("/").lower() == second.strip().rstrip("/").lower()
 
 
 def borrow_client(credentials: CometAPICredentials | None) -> AbstractAsyncContextManager[CometClient]:
@@ -135,13 +172,13 @@ _pools: dict[tuple[int, str, str], _Pool] = {}
 
 
 @asynccontextmanager
-async def _lease(credentials: CometAPICredentials, api_key: str) -> AsyncIterator[CometClient]:
-    slot = (id(asyncio.get_running_loop()), credentials.base_url, hashlib.sha256(api_key.encode()).hexdigest())
+async def _lease(credentials: CometAPICredentials, api_key: str, base_url: str) -> AsyncIterator[CometClient]:
+    slot = (id(asyncio.get_running_loop()), base_url, hashlib.sha256(api_key.encode()).hexdigest())
     pool = _pools.get(slot)
     if pool is None:
         pool = _pools[slot] = _Pool(
             CometClient(
-                base_url=credentials.base_url,
+                base_url=base_url,
                 api_key=api_key,
                 connect_timeout=credentials.connect_timeout,
                 read_timeout=credentials.read_timeout,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from prefect import flow
 from prefect.logging import get_run_logger
 
+from prefect_comet._files import filesystem_for
 from prefect_comet.api.client import OnRefused
 from prefect_comet.api.families import VideoRequest
 from prefect_comet.credentials import CometAPICredentials
@@ -15,7 +16,7 @@ from prefect_comet.models import StoredVideo
 from prefect_comet.options import DEFAULT_DESTINATION, DEFAULTS, GenerationOptions, IfOutcomeUnknown
 from prefect_comet.steps.create_once import idempotency_key_for
 from prefect_comet.steps.ledger import JobLedger
-from prefect_comet.steps.storage_errors import ensure_writable
+from prefect_comet.steps.storage_errors import ensure_writable, unusable_destination
 from prefect_comet.steps.storing import stored_for_key, verified
 from prefect_comet.tasks import create_and_announce, create_video, persist_video, wait_for_video
 
@@ -124,6 +125,7 @@ async def produce_video(
     Returns:
         The stored video.
     """
+    filesystem_for(ledger_uri or destination)  # a missing storage package is named with its extra
     ledger = JobLedger(ledger_uri) if ledger_uri else JobLedger.beside(destination)
     stored = _already_stored(ledger, idempotency_key, destination)
     if stored is not None:
@@ -171,6 +173,11 @@ def _already_stored(ledger: JobLedger, key: str, destination: str) -> StoredVide
     """The key's verified video, from its ledger record, or from its sidecar when the record is damaged."""
     try:
         record = ledger.get(key)
+    except OSError as error:  # e.g. a path through a regular file: one line saying what to do
+        problem = unusable_destination(error, ledger.uri)
+        if problem is None:
+            raise
+        raise problem from error
     except LedgerDamagedError:
         stored = stored_for_key(destination, key)
         if stored is None:

@@ -18,8 +18,9 @@ from pydantic import SecretStr
 
 from prefect_comet import CometAPICredentials
 
-# The S3 fixtures (a moto server on loopback) start only for the tests that ask for them.
-pytest_plugins = ["tests.s3"]
+# The S3 fixtures (a moto server on loopback) start only for the tests that ask for them; the
+# leftover check fails the suite when a process it started outlives it.
+pytest_plugins = ["tests.s3", "tests._leftover_processes"]
 
 API_KEY = "sk-test-canary-4f1d2c"
 # Poll fast against the emulator; its jobs finish in a fraction of a second.

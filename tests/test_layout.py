@@ -20,7 +20,8 @@ RANKS: dict[str, int] = {
     "flows": 5,
     "batch": 6,
     "testing": 7,
-    "__init__": 8,                                            # the public surface
+    "cli": 8,                                                 # the prefect-comet command
+    "__init__": 9,                                            # the public surface
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import fsspec
 import pytest
 
 from prefect_comet import OmniVideoRequest, generate_video
@@ -94,3 +95,20 @@ async def test_a_stored_video_whose_record_is_damaged_is_found_through_its_sidec
 
     assert again.uri == first.uri and again.sha256 == first.sha256
     assert emulator.created_per_key() == {"dunes": 1}
+
+
+def test_records_lists_every_readable_record_and_names_the_damaged_ones(ledger_uri):
+    ledger = JobLedger(ledger_uri)
+    assert list(ledger.records()) == []  # a ledger never written has none
+    for key in ("k1", "k2"):
+        ledger.put(_record(key))
+    fs, root = fsspec.core.url_to_fs(ledger_uri)
+    fs.pipe_file(f"{root}/broken.json", b"{not a record")
+    fs.pipe_file(f"{root}/misfiled.json", _record("k3").model_dump_json().encode())  # k3's record, wrong name
+    fs.pipe_file(f"{root}/{'0' * 40}.json.partial-0123456789ab", b"{half")  # a write under way
+
+    skipped: list[str] = []
+    keys = sorted(record.key for record in ledger.records(skipped=skipped))
+
+    assert keys == ["k1", "k2"]
+    assert sorted(uri.rsplit("/", 1)[-1] for uri in skipped) == ["broken.json", "misfiled.json"]

@@ -1,17 +1,23 @@
-"""The real thing: `prefect server start`, a process worker, `prefect deploy`, the UI in Chromium.
+"""The real thing: the README's deployment recipe, command by command, then the UI in Chromium.
 
-Everything runs as an operator runs it: separate processes on loopback, the emulator CLI as
-CometAPI, a credentials block saved through the API, the deployment from
-deployments/prefect.yaml. Then the run's artifacts and events are read back from the server,
-and headless Chromium checks what the UI shows and takes the screenshots in docs/.
+The commands are read from the README's emulator recipe (section "Deployments") and run as an
+operator runs them: separate processes on loopback, the emulator CLI as CometAPI, the block
+saved with `base_url` by the README's own line, the deployment from deployments/prefect.yaml,
+`prefect deployment run ... --watch`. Only ports (free ones instead of 4200 and 8765), the
+key (a canary instead of `anything`) and a few run parameters are changed, so the test fails
+when the README drifts. Then the run's artifacts and events are read back from the server, and
+headless Chromium checks what the UI shows and takes the screenshots in docs/.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import shlex
 import shutil
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,7 +27,6 @@ from uuid import UUID
 import pytest
 import pytest_asyncio
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterId,
@@ -30,11 +35,7 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 from prefect.client.schemas.objects import Artifact, FlowRun
-from prefect.deployments import run_deployment
-from prefect.workers.process import ProcessWorker
-from pydantic import SecretStr
 
-from prefect_comet import CometAPICredentials
 from tests._readback import plain, related_roles, wait_for_events
 from tests._server import (
     PREFECT_CLI,
@@ -43,15 +44,12 @@ from tests._server import (
     free_port,
     http_ok,
     prefect_env,
-    run_cli,
     wait_until,
 )
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(420)]
 
-POOL = "comet-pool"  # as in deployments/prefect.yaml
-BLOCK = "emulator"
-PROMPT = "A red kite over the dunes, seen from below"
+README = (ROOT / "README.md").read_text()
 RUN_TIMEOUT = 150.0
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -77,6 +75,29 @@ class DeployedRun:
         return PrefectClient(api=self.api_url)
 
 
+def readme_emulator_recipe() -> list[str]:
+    """The lines of the README's emulator deployment recipe, as written (comments kept)."""
+    section = README.split("\n## Deployments\n", 1)[1].split("\n## ", 1)[0]
+    [block] = [b for b in re.findall(r"```bash\n(.*?)```", section, re.S) if "prefect_comet.testing.emulator" in b]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def _command(line: str) -> list[str]:
+    """A README line as argv: `prefect` and `python` become this interpreter's."""
+    argv = shlex.split(line, comments=True)
+    if argv[0] == "prefect":
+        return [*PREFECT_CLI, *argv[1:]]
+    if argv[0] == "python":
+        return [sys.executable, *argv[1:]]
+    raise AssertionError(f"the README's recipe has a command this test cannot run: {line}")
+
+
+def _run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+    )
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def deployed_run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DeployedRun]:
     base = tmp_path_factory.mktemp("prefect-e2e")
@@ -86,67 +107,74 @@ async def deployed_run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
     port, emulator_port = free_port(), free_port()
     api_url, ui_url = f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{port}"
     api_key = f"sk-e2e-{secrets.token_hex(8)}"
-    # The worker looks for work every second instead of every 10, to keep the test short.
-    env = prefect_env(home, api_url, PREFECT_WORKER_QUERY_SECONDS="1")
+    # `prefect server start` takes its port from the environment; the worker looks for work
+    # every second instead of every 10, to keep the test short.
+    env = prefect_env(home, api_url, PREFECT_SERVER_API_PORT=str(port), PREFECT_WORKER_QUERY_SECONDS="1")
     processes: dict[str, Background] = {}
+    flow_run_id: UUID | None = None
     try:
-        processes["server"] = server = Background(
-            "server", [*PREFECT_CLI, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, log_dir=logs,
-        )
-        processes["emulator"] = emulator = Background(
-            "emulator",
-            [sys.executable, "-m", "prefect_comet.testing.emulator", "--port", str(emulator_port),
-             "--latency", "2", "--api-key", api_key],
-            env=env, log_dir=logs,
-        )
-        wait_until(lambda: "listening on" in emulator.tail(), timeout=30, what="the emulator", process=emulator)
-        wait_until(lambda: http_ok(f"{api_url}/health"), timeout=120, what="the Prefect API", process=server)
-        wait_until(lambda: http_ok(ui_url), timeout=60, what="the Prefect UI", process=server)
-
-        async with PrefectClient(api=api_url) as client:
-            await CometAPICredentials(
-                api_key=SecretStr(api_key), base_url=f"http://127.0.0.1:{emulator_port}"
-            ).asave(BLOCK, client=client)
-            await client.create_work_pool(
-                WorkPoolCreate(
-                    name=POOL, type="process",
-                    base_job_template=ProcessWorker.get_default_base_job_template(),
-                )
+        for line in readme_emulator_recipe():
+            line = (
+                line.replace("127.0.0.1:4200", f"127.0.0.1:{port}")
+                .replace("127.0.0.1:8765", f"127.0.0.1:{emulator_port}")
+                .replace("--port 8765", f"--port {emulator_port}")
+                .replace("api_key='anything'", f"api_key='{api_key}'")
             )
-        run_cli(
-            [*PREFECT_CLI, "deploy", "--all", "--prefect-file", "deployments/prefect.yaml", "--no-prompt"],
-            env=env,
-        )
-        processes["worker"] = worker = Background(
-            "worker", [*PREFECT_CLI, "worker", "start", "--pool", POOL, "--type", "process"],
-            env=env, log_dir=logs,
-        )
+            if line.startswith("pip install"):
+                continue  # this environment is installed already
+            words, argv = shlex.split(line, comments=True), _command(line)
+            if "in its own terminal" in line:
+                name = "emulator" if "testing.emulator" in line else words[1]  # prefect <server|worker>
+                processes[name] = Background(name, argv, env=env, log_dir=logs)
+                if name == "emulator":
+                    wait_until(lambda: "listening on" in processes["emulator"].tail(), timeout=30,
+                               what="the emulator", process=processes["emulator"])
+                if name == "server":
+                    wait_until(lambda: http_ok(f"{api_url}/health"), timeout=120, what="the Prefect API",
+                               process=processes["server"])
+                    wait_until(lambda: http_ok(ui_url), timeout=60, what="the Prefect UI", process=processes["server"])
+                continue
+            if words[:3] == ["prefect", "deployment", "run"]:
+                argv += [
+                    "-p", "aspect_ratio=1:1", "-p", "poll_interval_seconds=0.2",
+                    "-p", f"destination={destination}", "--watch-timeout", str(int(RUN_TIMEOUT)),
+                ]
+                ran = _run(argv, env, RUN_TIMEOUT + 60)
+                found = re.search(r"UUID: ([0-9a-f-]{36})", ran.stdout)
+                if ran.returncode != 0 or not found:
+                    logs_text = await _run_logs_by_id(api_url, found.group(1)) if found else "(no flow run)"
+                    raise AssertionError(
+                        f"{line}\nended {ran.returncode}:\n{ran.stdout[-3000:]}\n{ran.stderr[-2000:]}\n"
+                        f"Flow run logs:\n{logs_text}\nWorker log:\n{processes['worker'].tail(60) if 'worker' in processes else '(none)'}"
+                    )
+                flow_run_id = UUID(found.group(1))
+                continue
+            ran = _run(argv, env, 180)
+            assert ran.returncode == 0, f"{line}\nended {ran.returncode}:\n{ran.stdout[-3000:]}\n{ran.stderr[-3000:]}"
+        assert flow_run_id is not None, "the README's recipe never runs the deployment"
         async with PrefectClient(api=api_url) as client:
             deployment = await client.read_deployment_by_name("text-to-video/text-to-video")
-            flow_run = await run_deployment(
-                "text-to-video/text-to-video",
-                client=client,
-                parameters={
-                    "prompt": PROMPT,
-                    "aspect_ratio": "1:1",
-                    "credentials_block": BLOCK,
-                    "poll_interval_seconds": 0.2,
-                    "destination": str(destination),
-                },
-                timeout=RUN_TIMEOUT,
-                poll_interval=1,
-            )
-            if not (flow_run.state and flow_run.state.is_completed()):
-                raise AssertionError(
-                    f"The deployment run ended {flow_run.state!r} (or did not end within "
-                    f"{RUN_TIMEOUT:g} s).\nFlow run logs:\n{await _run_logs(client, flow_run.id)}\n"
-                    f"Worker log:\n{worker.tail(60)}"
-                )
+            flow_run = await client.read_flow_run(flow_run_id)
+            block = await client.read_block_document_by_name("comet", "cometapi-credentials")
+        assert block.data["base_url"] == f"http://127.0.0.1:{emulator_port}"  # the README's block, with base_url
         yield DeployedRun(api_url, ui_url, api_key, destination, flow_run, deployment.id, processes)
     finally:
         for process in reversed(list(processes.values())):
             process.stop()
+
+
+def _readme_prompt() -> str:
+    [run] = [line for line in readme_emulator_recipe() if " deployment run " in line]
+    argv = shlex.split(run, comments=True)
+    return next(value.split("=", 1)[1] for flag, value in zip(argv, argv[1:]) if flag == "-p" and value.startswith("prompt="))
+
+
+PROMPT = _readme_prompt()
+
+
+async def _run_logs_by_id(api_url: str, flow_run_id: str) -> str:
+    async with PrefectClient(api=api_url) as client:
+        return await _run_logs(client, UUID(flow_run_id))
 
 
 async def _run_logs(client: PrefectClient, flow_run_id: UUID) -> str:
@@ -205,6 +233,22 @@ async def test_the_run_has_progress_summary_and_link_artifacts(deployed_run: Dep
     assert str(deployed_run.destination) in link.data
     for artifact in artifacts.values():
         assert deployed_run.api_key not in f"{artifact.data} {artifact.description}"
+
+
+async def test_the_artifacts_are_on_the_generate_omni_video_subflow_run_as_the_readme_says(
+    deployed_run: DeployedRun,
+) -> None:
+    artifacts = await _run_artifacts(deployed_run)
+    async with deployed_run.client() as client:
+        printed = await client.read_flow(deployed_run.flow_run.flow_id)
+        holders = {artifact.flow_run_id for artifact in artifacts.values()}
+        [holder_id] = holders
+        holder = await client.read_flow_run(holder_id)
+        holder_flow = await client.read_flow(holder.flow_id)
+    assert printed.name == "text-to-video"
+    assert (holder.name, holder_flow.name) == ("generate-omni-video", "generate-video")
+    assert holder.parent_task_run_id is not None and holder.id != deployed_run.flow_run.id
+    assert "`generate-omni-video`" in README and "(flow `generate-video`)" in README
 
 
 async def test_the_run_emits_created_completed_and_persisted(deployed_run: DeployedRun) -> None:

@@ -96,3 +96,18 @@ async def test_storing_under_a_regular_file_raises_storage_error_with_the_task_i
 
     assert raised.value.task_id == job.task_id
     assert "same idempotency key" in str(raised.value) and "\n" not in str(raised.value)
+
+
+async def test_the_flow_refuses_an_unwritable_destination_before_paying(tmp_path, credentials, emulator):
+    from prefect_comet import generate_video
+
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+
+    with pytest.raises(StorageError) as raised:
+        await generate_video(
+            OmniVideoRequest(prompt="Nowhere to go"), destination=str(tmp_path / "notes.txt" / "videos"),
+            credentials=credentials, idempotency_key="nowhere", **FAST,
+        )
+
+    assert "not a folder" in str(raised.value) and "\n" not in str(raised.value)
+    assert emulator.jobs == {}  # found before the paid create

@@ -9,10 +9,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import fsspec
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from prefect_comet._files import CHUNK_BYTES, short_hash, uri_for
+from prefect_comet._files import CHUNK_BYTES, filesystem_for, open_url, short_hash, uri_for
 from prefect_comet.api.families import VideoRequest
 
 _REQUEST = TypeAdapter(VideoRequest)
@@ -80,7 +79,7 @@ def file_batch_key(url: str) -> str:
         file_batch_key("s3://bucket/prompts/2026-11-24.jsonl")
         ```
     """
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = filesystem_for(url)
     content = hashlib.sha256()
     with fs.open(path, "rb") as file:
         while chunk := file.read(CHUNK_BYTES):
@@ -89,7 +88,7 @@ def file_batch_key(url: str) -> str:
 
 
 def _read_rows(url: str) -> list[tuple[str, Any]]:
-    with fsspec.open(url, "rt", encoding="utf-8") as file:
+    with open_url(url, "rt", encoding="utf-8") as file:
         text = file.read()
     if url.lower().endswith(".csv"):
         reader = csv.DictReader(io.StringIO(text))

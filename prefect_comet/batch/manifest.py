@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import fsspec
-
-from prefect_comet._files import uri_for, write_atomically
+from prefect_comet._files import filesystem_for, uri_for, write_atomically
 from prefect_comet.batch.inputs import BatchItem
 from prefect_comet.models import JobOutcome, StoredVideo
 
@@ -55,7 +53,7 @@ def write_manifest(destination: str, run_id: str, outcomes: list[JobOutcome]) ->
         ```
     """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    fs, root = fsspec.core.url_to_fs(destination)
+    fs, root = filesystem_for(destination)
     fs.makedirs(root, exist_ok=True)
     path = f"{root.rstrip('/')}/manifest-{stamp}-{run_id[:8]}.jsonl"
     lines = "".join(outcome.model_dump_json() + "\n" for outcome in outcomes)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import io
 from typing import IO
 
-import fsspec
 from prefect.logging import get_logger
 
-from prefect_comet._files import redact_url, write_atomically
+from prefect_comet._files import filesystem_for, redact_url, write_atomically
 
 try:
     import av
@@ -95,7 +94,7 @@ def store_poster(video_uri: str, *, max_width: int = 320) -> str | None:
         ```
     """
     try:
-        fs, path = fsspec.core.url_to_fs(video_uri)
+        fs, path = filesystem_for(video_uri)
         with fs.open(path, "rb") as file:
             jpeg = extract_poster(file, max_width=max_width)
         if jpeg is None:

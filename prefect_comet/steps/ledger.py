@@ -15,14 +15,14 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, Field, ValidationError
 
-from prefect_comet._files import short_hash, uri_for, write_atomically
+from prefect_comet._files import filesystem_for, short_hash, uri_for, write_atomically
 from prefect_comet._logging import run_logger
 from prefect_comet.exceptions import LedgerDamagedError
 from prefect_comet.models import StoredVideo
@@ -88,7 +88,7 @@ class JobLedger:
     def __init__(self, uri: str, *, claim_timeout_seconds: float = CLAIM_TIMEOUT_SECONDS) -> None:
         self.uri = uri
         self.claim_timeout_seconds = claim_timeout_seconds
-        self._fs, root = fsspec.core.url_to_fs(uri)
+        self._fs, root = filesystem_for(uri)
         self._root = root.rstrip("/")
 
     @classmethod
@@ -118,7 +118,7 @@ class JobLedger:
             # One whole read: an object store answers it from one version of the record, even
             # while another run replaces it.
             data = self._fs.cat_file(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no folder there, so no record either
             return None
         try:
             record = LedgerRecord.model_validate_json(data)
@@ -127,6 +127,51 @@ class JobLedger:
         if record.key != key:
             raise self._damaged(path, key, f"it holds the record of another key, {record.key!r}")
         return record
+
+    def records(self, *, skipped: list[str] | None = None) -> Iterator[LedgerRecord]:
+        """Every readable record in the ledger's folder, in no particular order.
+
+        A damaged file (empty, truncated, not a record, or the record of a key that is not
+        its own) is skipped: its URI is appended to `skipped` when given, else it is logged
+        as a warning. A ledger that was never written has no records.
+
+        Args:
+            skipped: Collects the URIs of the damaged files that were skipped.
+
+        Example:
+            ```python
+            damaged: list[str] = []
+            unfinished = [r for r in ledger.records(skipped=damaged) if r.state != "stored"]
+            ```
+        """
+        try:
+            names = self._fs.ls(self._root, detail=False)
+        except FileNotFoundError:
+            return
+        # Only final record names: a `.partial-*` file is a write still under way.
+        paths = sorted(name for name in names if name.endswith(".json"))
+        # One call: object stores fetch the files concurrently.
+        contents = self._fs.cat(paths, on_error="return") if paths else {}
+        for path in paths:
+            data = contents.get(path)
+            if isinstance(data, FileNotFoundError):  # removed (forgotten) since it was listed
+                continue
+            try:
+                if not isinstance(data, bytes):
+                    raise ValueError(f"unreadable: {data!r}")
+                record = LedgerRecord.model_validate_json(data)
+                if self._path(record.key).rsplit("/", 1)[-1] != path.rsplit("/", 1)[-1]:
+                    raise ValueError(f"it holds the record of key {record.key!r}, filed under another name")
+            except (ValidationError, ValueError) as error:
+                shown = uri_for(self._fs, path)
+                if skipped is None:
+                    run_logger("prefect_comet.ledger").warning(
+                        "Skipped the damaged ledger record %s: %s", shown, str(error).splitlines()[0]
+                    )
+                else:
+                    skipped.append(shown)
+                continue
+            yield record
 
     def claim(self, record: LedgerRecord) -> bool:
         """Write the first record of a key, unless one exists: True when this call wrote it.

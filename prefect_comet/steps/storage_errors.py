@@ -6,9 +6,7 @@ import contextlib
 import errno
 import uuid
 
-import fsspec
-
-from prefect_comet._files import redact_url
+from prefect_comet._files import filesystem_for, redact_url
 from prefect_comet.exceptions import StorageError
 
 # OS errors that mean "this destination cannot take the file", with what they mean and the cure.
@@ -54,7 +52,7 @@ def ensure_writable(destination: str) -> None:
         ```
     """
     try:
-        fs, root = fsspec.core.url_to_fs(destination)
+        fs, root = filesystem_for(destination)
         root = root.rstrip("/")
         fs.makedirs(root, exist_ok=True)
         probe = f"{root}/.comet-probe-{uuid.uuid4().hex}"
@@ -66,14 +64,28 @@ def ensure_writable(destination: str) -> None:
                 if fs.exists(probe):
                     fs.rm(probe)
     except OSError as error:
-        meaning = _meaning(error)
-        if meaning is None:
+        problem = unusable_destination(error, destination)
+        if problem is None:
             raise
-        what, cure = meaning
-        raise StorageError(
-            f"Cannot write to {redact_url(destination)}: {what}. "
-            f"What to do: {cure}, then run again (this check comes before any paid create)."
-        ) from error
+        raise problem from error
+
+
+def unusable_destination(error: OSError, where: str) -> StorageError | None:
+    """The one-line StorageError an OS error met at `where` stands for, before anything is paid, or None.
+
+    Example:
+        ```python
+        unusable_destination(NotADirectoryError(20, "Not a directory"), "notes.txt/videos")
+        ```
+    """
+    meaning = _meaning(error)
+    if meaning is None:
+        return None
+    what, cure = meaning
+    return StorageError(
+        f"Cannot write to {_one_line(redact_url(where))}: {what}. "
+        f"What to do: {cure}, then run again (this check comes before any paid create)."
+    )
 
 
 def storage_error(error: OSError, where: str, task_id: str) -> StorageError | None:
@@ -83,7 +95,7 @@ def storage_error(error: OSError, where: str, task_id: str) -> StorageError | No
         return None
     what, cure = meaning
     return StorageError(
-        f"Cannot store the video at {redact_url(where)}: {what}. What to do: {cure}, then run again "
+        f"Cannot store the video at {_one_line(redact_url(where))}: {what}. What to do: {cure}, then run again "
         "with the same idempotency key (or persist_video with this job): nothing is paid again.",
         task_id=task_id,
     )
@@ -98,3 +110,8 @@ def _meaning(error: OSError) -> tuple[str, str] | None:
         return None
     what, cure = _STORAGE_ERRNOS[number]
     return f"{what} ({errno.errorcode[number]})", cure
+
+
+def _one_line(location: str) -> str:
+    """A location as it is shown in a one-line message: line breaks in a name are escaped."""
+    return location.replace("\r", "\\r").replace("\n", "\\n")

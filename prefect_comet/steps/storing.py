@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import fsspec
 
-from prefect_comet._files import safe_name, sha256_of, uri_for, write_atomically
+from prefect_comet._files import filesystem_for, safe_name, sha256_of, uri_for, write_atomically
 from prefect_comet.api.client import CometClient
 from prefect_comet.api.families import provider_for
 from prefect_comet.api.provider import DownloadSource
@@ -66,7 +66,7 @@ async def store_videos(
 
 
 async def _store_videos(client: CometClient, job: VideoJob, destination: str, max_bytes: int) -> StoredVideo:
-    fs, root = fsspec.core.url_to_fs(destination)
+    fs, root = filesystem_for(destination)
     root = root.rstrip("/")
     fs.makedirs(root, exist_ok=True)
     stem = safe_name(job.task_id, unsafe=_UNSAFE_IN_PATH, joiner="_", max_chars=100)
@@ -198,7 +198,7 @@ def stored_for_key(destination: str, key: str) -> StoredVideo | None:
         stored = stored_for_key("s3://bucket/videos", "nightly-3")
         ```
     """
-    fs, root = fsspec.core.url_to_fs(destination)
+    fs, root = filesystem_for(destination)
     for path in sorted(fs.glob(f"{root.rstrip('/')}/*.json")):
         try:
             named = json.loads(fs.cat_file(path)).get("idempotency_key")
@@ -223,7 +223,7 @@ def verified(stored: StoredVideo | None) -> StoredVideo | None:
     if stored is None:
         return None
     for video in [stored, *stored.extras]:
-        fs, path = fsspec.core.url_to_fs(video.uri)
+        fs, path = filesystem_for(video.uri)
         if not fs.exists(path) or sha256_of(fs, path) != video.sha256:
             return None
     return stored

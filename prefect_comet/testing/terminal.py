@@ -7,12 +7,18 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from typing import TypeVar
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from prefect_comet.models import StoredVideo, VideoJob
+from prefect_comet.models import BatchResult, StoredVideo, VideoJob
 from prefect_comet.options import DEFAULT_DESTINATION
 from prefect_comet.ui.progress import watch_progress
+
+T = TypeVar("T")
+# The emulator's jobs end in seconds: look often. Against CometAPI the flows' own cadence holds.
+EMULATOR_POLL_SECONDS = 0.25
+API_POLL_SECONDS = 2.0
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,13 +36,31 @@ def run_pipeline(
     """Run `start(poll_interval_seconds)` with a progress bar, against an emulator if asked.
 
     With `emulator=True` a local CometAPI emulator serves the run; COMETAPI_BASE_URL and
-    COMETAPI_KEY point at it for the run's duration.
+    COMETAPI_KEY point at it for the run's duration. Prints where the video went.
+    """
+    stored = run_with_progress(start, emulator=emulator, latency=latency)
+    report(stored)
+    return stored
+
+
+def run_with_progress(
+    start: Callable[[float], Awaitable[T]], *, emulator: bool, latency: float = 3.0, jobs: int = 1
+) -> T:
+    """Run `start(poll_interval_seconds)` with one progress bar over `jobs` jobs; return its result.
+
+    With `emulator=True` a local CometAPI emulator serves the run (see `emulated_api`).
+
+    Example:
+        ```python
+        result = run_with_progress(lambda poll: generate_videos(requests, poll_interval_seconds=poll),
+                                   emulator=True, jobs=len(requests))
+        ```
     """
     with ExitStack() as stack:
-        poll_interval = 2.0
+        poll_interval = API_POLL_SECONDS
         if emulator:
             stack.enter_context(emulated_api(latency))
-            poll_interval = 0.25
+            poll_interval = EMULATOR_POLL_SECONDS
         progress = stack.enter_context(
             Progress(
                 TextColumn("{task.description}"),
@@ -45,21 +69,29 @@ def run_pipeline(
                 TimeElapsedColumn(),
             )
         )
-        bar = progress.add_task("generating", total=100)
+        bar = progress.add_task("generating", total=100 * jobs)
+        percent: dict[str, int] = {}  # task id -> its progress; 100 once it ended
 
         def show(job: VideoJob) -> None:
-            progress.update(bar, completed=job.progress or 0, description=f"{job.task_id} {job.raw_status}")
+            percent[job.task_id] = 100 if job.status.is_terminal else min(max(job.progress or 0, 0), 100)
+            if jobs == 1:
+                description = f"{job.task_id} {job.raw_status}"
+            else:
+                ended = sum(value == 100 for value in percent.values())
+                description = f"{ended} of {jobs} jobs generated"
+            progress.update(bar, completed=sum(percent.values()), description=description)
 
         stack.enter_context(watch_progress(show))
-        stored = asyncio.run(start(poll_interval))
-        progress.update(bar, completed=100)
-    report(stored)
-    return stored
+        result = asyncio.run(start(poll_interval))
+        progress.update(bar, completed=100 * jobs)
+    return result
 
 
 @contextmanager
 def emulated_api(latency: float = 3.0) -> Iterator[str]:
     """Serve a local CometAPI emulator and point COMETAPI_BASE_URL and COMETAPI_KEY at it.
+
+    Both variables get their earlier values back when the block ends.
 
     Example:
         ```python
@@ -69,11 +101,19 @@ def emulated_api(latency: float = 3.0) -> Iterator[str]:
     """
     from prefect_comet.testing.emulator import CometEmulator
 
+    earlier = {name: os.environ.get(name) for name in ("COMETAPI_BASE_URL", "COMETAPI_KEY")}
     with CometEmulator(latency=latency) as emulator:
         os.environ["COMETAPI_BASE_URL"] = emulator.base_url
         os.environ["COMETAPI_KEY"] = "sk-emulator"
         print(f"CometAPI emulator at {emulator.base_url}")
-        yield emulator.base_url
+        try:
+            yield emulator.base_url
+        finally:
+            for name, value in earlier.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def report(stored: StoredVideo) -> None:
@@ -84,3 +124,11 @@ def report(stored: StoredVideo) -> None:
         print(f"  frame {video.width}x{video.height}, {video.duration_seconds} s, {video.size_bytes} bytes")
         print(f"  sha256 {video.sha256}")
     print(f"Sidecar: {stored.metadata_uri}")
+
+
+def report_batch(result: BatchResult) -> None:
+    """Print one line per request (its index, `stored` or `failed`, where or why) and the manifest."""
+    for outcome in result.outcomes:
+        where = outcome.stored.uri if outcome.stored else " ".join(f"{outcome.error_type}: {outcome.error}".split())
+        print(f"{outcome.index:>4} {outcome.status:<7} {where}")
+    print(f"Manifest: {result.manifest_uri}")

@@ -11,10 +11,9 @@ import base64
 from datetime import datetime
 from pathlib import Path
 
-import fsspec
 from prefect.artifacts import acreate_link_artifact, acreate_markdown_artifact, acreate_table_artifact
 
-from prefect_comet._files import redact_url
+from prefect_comet._files import open_url, redact_url
 from prefect_comet.models import BatchResult, StoredVideo, VideoJob
 from prefect_comet.ui._quiet import warn
 from prefect_comet.ui.labels import artifact_key, markdown_line, short_prompt
@@ -218,7 +217,7 @@ def _read_poster(poster_uri: str | None) -> bytes | None:
     if not poster_uri:
         return None
     try:
-        with fsspec.open(poster_uri, "rb") as file:
+        with open_url(poster_uri, "rb") as file:
             data = file.read(MAX_INLINE_POSTER_BYTES + 1)
     except Exception as error:
         warn("Could not read the poster %s: %r", redact_url(poster_uri), error)

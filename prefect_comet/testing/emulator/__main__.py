@@ -1,17 +1,18 @@
-"""`python -m prefect_comet.testing.emulator`: serve the emulator until Ctrl-C."""
+"""`python -m prefect_comet.testing.emulator`: serve the emulator until Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import threading
+import errno
+import sys
 
 from .core import CometEmulator
+from .serving import serve_until_stopped
 from .state import KLING_WRAPPED_INNER, OMNI_FAILURE_FIELDS
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse options, start the emulator, block until interrupted."""
+    """Parse options, start the emulator, serve until SIGINT or SIGTERM."""
     parser = argparse.ArgumentParser(prog="python -m prefect_comet.testing.emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -50,10 +51,12 @@ def main(argv: list[str] | None = None) -> None:
         fps=args.fps,
         pad_to_bytes=args.pad_to_bytes,
     )
-    with emulator:
-        print(f"CometAPI emulator listening on {emulator.base_url}", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+    try:
+        serve_until_stopped(emulator, announce=lambda line: print(line, flush=True))
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        sys.exit(f"error: {error.strerror}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from email import policy
@@ -15,13 +16,16 @@ from .server import Request, Response
 from .state import EmulatorState
 
 DEFAULTS = {"seconds": "4", "aspect_ratio": "16:9", "resolution": "720p"}
-ALLOWED = {
-    "seconds": ("4", "8", "12"),
-    "aspect_ratio": ("16:9", "9:16", "1:1"),
-    "resolution": ("720p", "1080p"),
-}
-FIELDS = {"model", "prompt", *ALLOWED}
-# Observed frames (seed doc): 1:1 renders landscape, 1080p normalizes to 720p.
+# The create page's enum; `seconds` and `resolution` are free strings there (checked below).
+ASPECT_RATIOS = ("16:9", "9:16", "1:1")
+FIELDS = {"model", "prompt", *DEFAULTS}
+# No maximum is documented; the client refuses more than this (prefect_comet.api.omni_request
+# MAX_SECONDS), and the emulator is never kinder than the client.
+MAX_SECONDS = 60
+SECONDS = re.compile(r"[1-9][0-9]*")
+RESOLUTION = re.compile(r"[1-9][0-9]{2,3}p")
+# Observed frames (seed doc): 1:1 renders landscape, 1080p normalizes to 720p (and so does any
+# other resolution here: the docs show no other frame).
 FRAMES = {"16:9": (1280, 720), "9:16": (720, 1280), "1:1": (1280, 720)}
 STATUS = {
     "queued": "queued",
@@ -74,9 +78,12 @@ def _validate(fields: dict[str, str]) -> dict[str, str]:
     if not fields.get("prompt", "").strip():
         raise _Invalid("prompt", "prompt is required and must not be blank")
     values = {**DEFAULTS, **fields}
-    for name, allowed in ALLOWED.items():
-        if values[name] not in allowed:
-            raise _Invalid(name, f"{name} must be one of {', '.join(allowed)}")
+    if values["aspect_ratio"] not in ASPECT_RATIOS:
+        raise _Invalid("aspect_ratio", f"aspect_ratio must be one of {', '.join(ASPECT_RATIOS)}")
+    if not SECONDS.fullmatch(values["seconds"]) or int(values["seconds"]) > MAX_SECONDS:
+        raise _Invalid("seconds", f"seconds must be a whole number of seconds from 1 to {MAX_SECONDS}")
+    if not RESOLUTION.fullmatch(values["resolution"]):
+        raise _Invalid("resolution", "resolution must be a frame height followed by p, like 720p")
     return values
 
 

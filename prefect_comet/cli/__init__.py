@@ -1,0 +1,7 @@
+"""The `prefect-comet` console command: generate, batch, jobs, resume and emulator, one module each.
+
+Example:
+    ```bash
+    prefect-comet generate "A paper boat on a pond" --dest s3://bucket/clips
+    ```
+"""

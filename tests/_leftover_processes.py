@@ -1,0 +1,54 @@
+"""After the whole suite, no process it started may still run: the suite checks, and fails if one does.
+
+Every process a test starts inherits `SESSION_MARK` from the test process's environment (the
+helpers that build a subprocess's environment copy `os.environ`), so a leftover is found even
+after its parent died and it was re-parented. Plugged in from conftest.py.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import psutil
+import pytest
+
+# Not a PREFECT_* name: helpers that give a subprocess a clean Prefect environment drop those.
+SESSION_MARK = "COMET_TEST_SESSION"
+os.environ[SESSION_MARK] = uuid.uuid4().hex
+GRACE_SECONDS = 15.0  # processes stopped at the last teardown may need a moment to exit
+
+
+def started_by_this_session() -> list[psutil.Process]:
+    """Live processes (other than this one) that carry this session's mark."""
+    mark, found = os.environ[SESSION_MARK], []
+    for process in psutil.process_iter():
+        try:
+            if process.pid != os.getpid() and process.environ().get(SESSION_MARK) == mark:
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    deadline = time.monotonic() + GRACE_SECONDS
+    while (leftovers := started_by_this_session()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if not leftovers:
+        return
+    described = []
+    for process in leftovers:
+        try:
+            described.append(f"  pid {process.pid}: {' '.join(process.cmdline())[:200]}")
+            process.kill()
+        except psutil.NoSuchProcess:
+            continue
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = "processes started by the suite were still running at its end (now killed):\n" + "\n".join(described)
+    if reporter is not None:
+        reporter.write_line(message, red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
