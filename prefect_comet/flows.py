@@ -7,7 +7,6 @@ from collections.abc import Callable
 from prefect import flow
 from prefect.logging import get_run_logger
 
-from prefect_comet._files import filesystem_for
 from prefect_comet.api.client import OnRefused
 from prefect_comet.api.families import VideoRequest
 from prefect_comet.credentials import CometAPICredentials
@@ -125,7 +124,6 @@ async def produce_video(
     Returns:
         The stored video.
     """
-    filesystem_for(ledger_uri or destination)  # a missing storage package is named with its extra
     ledger = JobLedger(ledger_uri) if ledger_uri else JobLedger.beside(destination)
     stored = _already_stored(ledger, idempotency_key, destination)
     if stored is not None:

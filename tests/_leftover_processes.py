@@ -18,6 +18,9 @@ import pytest
 SESSION_MARK = "COMET_TEST_SESSION"
 os.environ[SESSION_MARK] = uuid.uuid4().hex
 GRACE_SECONDS = 15.0  # processes stopped at the last teardown may need a moment to exit
+# Helpers Python's multiprocessing keeps for this very process (Dask starts them): they end when
+# it ends, so they are not leftovers of a test.
+_INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
 
 
 def started_by_this_session() -> list[psutil.Process]:
@@ -25,12 +28,19 @@ def started_by_this_session() -> list[psutil.Process]:
     mark, found = os.environ[SESSION_MARK], []
     for process in psutil.process_iter():
         try:
-            if process.pid != os.getpid() and process.environ().get(SESSION_MARK) == mark:
-                if process.status() != psutil.STATUS_ZOMBIE:
-                    found.append(process)
+            if process.pid == os.getpid() or process.environ().get(SESSION_MARK) != mark:
+                continue
+            if process.status() == psutil.STATUS_ZOMBIE or _helper_of_this_process(process):
+                continue
+            found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
+
+
+def _helper_of_this_process(process: psutil.Process) -> bool:
+    command = " ".join(process.cmdline())
+    return process.ppid() == os.getpid() and any(helper in command for helper in _INTERPRETER_HELPERS)
 
 
 @pytest.hookimpl(trylast=True)
