@@ -179,9 +179,14 @@ def _read_sidecar(fs: fsspec.AbstractFileSystem, sidecar_path: str) -> StoredVid
     """The stored job a sidecar records, or None when there is none or it is unreadable."""
     if not fs.exists(sidecar_path):
         return None
+    with fs.open(sidecar_path, "rb") as file:
+        return _stored_in(file.read())
+
+
+def _stored_in(sidecar: bytes) -> StoredVideo | None:
+    """The stored job in a sidecar's bytes, or None when they are not a readable sidecar."""
     try:
-        with fs.open(sidecar_path, "rb") as file:
-            videos = [StoredVideo.model_validate(v) for v in json.load(file)["videos"]]
+        videos = [StoredVideo.model_validate(v) for v in json.loads(sidecar)["videos"]]
     except (ValueError, KeyError, TypeError):
         return None
     return videos[0].model_copy(update={"extras": videos[1:]}) if videos else None
@@ -201,10 +206,11 @@ def stored_for_key(destination: str, key: str) -> StoredVideo | None:
     fs, root = filesystem_for(destination)
     for path in sorted(fs.glob(f"{root.rstrip('/')}/*.json")):
         try:
-            named = json.loads(fs.cat_file(path)).get("idempotency_key")
+            sidecar = fs.cat_file(path)
+            named = json.loads(sidecar).get("idempotency_key")
         except (OSError, ValueError, AttributeError):
             continue
-        if named == key and (stored := verified(_read_sidecar(fs, path))) is not None:
+        if named == key and (stored := verified(_stored_in(sidecar))) is not None:
             return stored
     return None
 
