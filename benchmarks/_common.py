@@ -6,7 +6,10 @@ production, so their cost is measured).
 
 `python benchmarks/_common.py serve [--latency S] [--fps N] ...` is the emulator subprocess the
 benchmarks start: it prints one JSON line with its base URL, then answers `stats` on stdin with
-one JSON line (every request, every job) and stops on `quit` or end of input.
+one JSON line (every request, every job) and stops on `quit` or end of input. The `--callback-*`
+options are `CometEmulator`'s (Kling callbacks); `stats` also carries each request's Host and
+User-Agent headers (`request_headers`, in the order of `requests`) and every callback delivery
+(`callbacks`).
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ class EmulatorStats:
     requests: list[tuple[str | None, str, float]]
     jobs: dict[str, dict[str, Any]]
     cpu_seconds: float
+    # The Host and User-Agent headers of each request, in the order of `requests`.
+    request_headers: list[dict[str, str]] = field(default_factory=list)
+    # Every Kling callback delivery: (unix time, task id, Kling status, receiver's HTTP status, dropped).
+    callbacks: list[tuple[float, str, str, int | None, bool]] = field(default_factory=list)
 
     def routes(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -108,7 +115,10 @@ class EmulatorProcess:
         self._process.stdin.write("stats\n")
         self._process.stdin.flush()
         raw = json.loads(self._process.stdout.readline())
-        return EmulatorStats([tuple(r) for r in raw["requests"]], raw["jobs"], process_cpu(self.pid))
+        return EmulatorStats(
+            [tuple(r) for r in raw["requests"]], raw["jobs"], process_cpu(self.pid),
+            raw.get("request_headers", []), [tuple(c) for c in raw.get("callbacks", [])],
+        )  # fmt: skip
 
     def __exit__(self, *exc_info: object) -> None:
         if self._process is not None:
@@ -145,7 +155,9 @@ class InProcessEmulator:
         return self
 
     def stats(self) -> EmulatorStats:
-        return EmulatorStats(*_snapshot(self._emulator), cpu_seconds=float("nan"))
+        requests, jobs = _snapshot(self._emulator)
+        headers, callbacks = _extras(self._emulator, len(requests))
+        return EmulatorStats(requests, jobs, float("nan"), headers, callbacks)
 
     def __exit__(self, *exc_info: object) -> None:
         self._emulator.stop()
@@ -171,6 +183,18 @@ def _snapshot(emulator: Any) -> tuple[list[tuple[str | None, str, float]], dict[
     return requests, jobs
 
 
+_KEPT_HEADERS = ("host", "user-agent")
+
+
+def _extras(emulator: Any, count: int) -> tuple[list[dict[str, str]], list[tuple[float, str, str, int | None, bool]]]:
+    """The kept headers of the first `count` requests (those of `_snapshot`) and every callback delivery."""
+    headers = [
+        {name: r.headers.get(name, "") for name in _KEPT_HEADERS} for r in list(emulator.requests)[:count]
+    ]
+    callbacks = [(c.time, c.task_id, c.task_status, c.http_status, c.dropped) for c in emulator.callbacks_sent]
+    return headers, callbacks
+
+
 def _serve(argv: list[str]) -> None:
     from prefect_comet.testing.emulator import CometEmulator
 
@@ -181,6 +205,12 @@ def _serve(argv: list[str]) -> None:
     parser.add_argument("--pad-to-bytes", type=int, default=None)
     parser.add_argument("--kling-parallel-limit", type=int, default=None)
     parser.add_argument("--kling-wrapped", default="false", help="true: the gateway's wrapped Kling shape")
+    parser.add_argument("--callback-repeats", type=int, default=1)
+    parser.add_argument("--callback-reorder", default="false", help="true: latest status first, once final")
+    parser.add_argument("--callback-loss", type=float, default=0.0)
+    parser.add_argument("--callback-lose-statuses", default="", help="comma-separated Kling statuses")
+    parser.add_argument("--callback-delay", type=float, default=0.0)
+    parser.add_argument("--callback-seed", type=int, default=0)
     args = parser.parse_args(argv)
     emulator = CometEmulator(
         api_key=args.api_key,
@@ -189,6 +219,12 @@ def _serve(argv: list[str]) -> None:
         pad_to_bytes=args.pad_to_bytes,
         kling_parallel_limit=args.kling_parallel_limit,
         kling_wrapped=args.kling_wrapped == "true",
+        callback_repeats=args.callback_repeats,
+        callback_reorder=args.callback_reorder == "true",
+        callback_loss=args.callback_loss,
+        callback_lose_statuses=[status for status in args.callback_lose_statuses.split(",") if status],
+        callback_delay=args.callback_delay,
+        callback_seed=args.callback_seed,
     )
     with emulator:
         print(json.dumps({"base_url": emulator.base_url}), flush=True)
@@ -198,7 +234,11 @@ def _serve(argv: list[str]) -> None:
                 break
             if command == "stats":
                 requests, jobs = _snapshot(emulator)
-                print(json.dumps({"requests": requests, "jobs": jobs}), flush=True)
+                headers, callbacks = _extras(emulator, len(requests))
+                print(
+                    json.dumps({"requests": requests, "jobs": jobs, "request_headers": headers, "callbacks": callbacks}),
+                    flush=True,
+                )
 
 
 # -- CPU and memory ------------------------------------------------------------------------

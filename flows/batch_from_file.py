@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import sys
 from contextlib import nullcontext
+from typing import Literal
 
 from prefect import flow
 
@@ -31,6 +32,9 @@ async def batch_from_file(
     batch_key: str | None = None,
     ledger_uri: str | None = None,
     poll_interval_seconds: float = 2.0,
+    wait: Literal["poll", "suspend"] = "poll",
+    resume_batch_size: int | None = None,
+    callback_base_url: str | None = None,
 ) -> BatchResult:
     """Generate and store a video for every request in a JSONL/CSV file.
 
@@ -46,9 +50,15 @@ async def batch_from_file(
         ledger_uri: The job ledger's folder (any fsspec URL); empty keeps it beside the videos.
             Share one between runs whose destinations differ.
         poll_interval_seconds: First poll interval of each job.
+        wait: "poll" keeps this run (and its worker's process) waiting for the jobs;
+            "suspend" suspends it while they render (the `comet-sweeper` deployment resumes it).
+        resume_batch_size: With "suspend", resume once this many rendering jobs are done.
+        callback_base_url: Public URL of a `prefect-comet callbacks` receiver (Kling jobs).
     """
     credentials = await CometAPICredentials.aload(credentials_block) if credentials_block else None
-    return await generate_videos(
+    # A subflow cannot suspend: the batch then runs as this deployment run itself.
+    batch = generate_videos.fn if wait == "suspend" else generate_videos
+    return await batch(
         prompts_uri,
         destination=destination,
         credentials=credentials,
@@ -57,6 +67,9 @@ async def batch_from_file(
         batch_key=batch_key or file_batch_key(prompts_uri),
         ledger_uri=ledger_uri or None,
         poll_interval_seconds=poll_interval_seconds,
+        wait=wait,
+        resume_batch_size=resume_batch_size,
+        callback_base_url=callback_base_url or None,
     )
 
 

@@ -38,6 +38,7 @@ async def text_to_video(
     credentials_block: str | None = None,
     ledger_uri: str | None = None,
     poll_interval_seconds: float = 2.0,
+    wait: Literal["poll", "suspend"] = "poll",
 ) -> StoredVideo:
     """Generate one Omni video from a prompt and store it under `destination`.
 
@@ -50,17 +51,22 @@ async def text_to_video(
         credentials_block: Name of a saved CometAPI Credentials block; COMETAPI_KEY when empty.
         ledger_uri: The job ledger's folder (any fsspec URL); empty keeps it beside the videos.
         poll_interval_seconds: First poll interval in seconds.
+        wait: "poll" keeps this run waiting; "suspend" suspends it while the video renders
+            (the `comet-sweeper` deployment resumes it).
     """
     credentials = await CometAPICredentials.aload(credentials_block) if credentials_block else None
     request = OmniVideoRequest(
         prompt=prompt, seconds=seconds, aspect_ratio=aspect_ratio, resolution=resolution
     )
-    return await generate_video(
+    # A subflow cannot suspend: the generation then runs as this deployment run itself.
+    generate = generate_video.fn if wait == "suspend" else generate_video
+    return await generate(
         request,
         destination=destination,
         credentials=credentials,
         ledger_uri=ledger_uri or None,
         poll_interval_seconds=poll_interval_seconds,
+        wait=wait,
     )
 
 

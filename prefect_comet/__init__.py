@@ -28,6 +28,8 @@ from prefect_comet.credentials import CometAPICredentials
 from prefect_comet.flows import generate_video
 from prefect_comet.models import BatchResult, JobOutcome, StoredVideo, VideoJob, VideoOutput, VideoStatus
 from prefect_comet.options import GenerationOptions
+from prefect_comet.suspension.sweep import SweepReport
+from prefect_comet.sweeper import comet_sweeper
 from prefect_comet.tasks import create_video, persist_video, wait_for_video
 from prefect_comet.ui.progress import watch_progress
 
@@ -48,10 +50,12 @@ __all__ = [
     "OmniVideoRequest",
     "RetryPolicy",
     "StoredVideo",
+    "SweepReport",
     "VideoJob",
     "VideoOutput",
     "VideoStatus",
     "__version__",
+    "comet_sweeper",
     "create_video",
     "generate_video",
     "generate_videos",

@@ -38,6 +38,7 @@ class CometAPICredentials(CredentialsBlock):
             the default, `COMETAPI_BASE_URL` (when set) is used instead, with a warning.
         connect_timeout: Seconds to wait for a connection.
         read_timeout: Seconds to wait for each read of a response.
+        callback_secret: HMAC secret for Kling callback URLs; `COMETAPI_CALLBACK_SECRET` when empty.
 
     Example:
         Load stored credentials and borrow the account's pooled client:
@@ -71,6 +72,11 @@ class CometAPICredentials(CredentialsBlock):
     )
     read_timeout: float = Field(
         default=60.0, gt=0, description="Seconds to wait for each read of a response."
+    )
+    callback_secret: SecretStr | None = Field(
+        default=None,
+        title="Callback secret",
+        description="HMAC secret for Kling callback URLs; COMETAPI_CALLBACK_SECRET when empty.",
     )
 
     @classmethod

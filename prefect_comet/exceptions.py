@@ -20,7 +20,10 @@ CometAPIError                     task_id, status_code, code, request_id
 ├── ResponseFormatError           an answer that is not the documented JSON shape
 ├── StorageError                  the destination or a ledger cannot be written (disk full, no access)
 ├── LedgerDamagedError            a ledger record cannot be read (path, key); the sidecar still holds the id
-└── BatchFailedError              some jobs of a batch failed (failed_count, manifest_uri)
+├── BatchFailedError              some jobs of a batch failed (failed_count, manifest_uri)
+└── CannotSuspendError            wait="suspend" outside a top-level deployment run
+
+StillRendering                    not an error: with wait="suspend", a job is not done yet
 ```
 
 Every message says which task it concerns (when one is known) and what to do, and never
@@ -191,3 +194,21 @@ class BatchFailedError(CometAPIError):
         super().__init__(message)
         self.failed_count = failed_count
         self.manifest_uri = manifest_uri
+
+
+class CannotSuspendError(CometAPIError):
+    """`wait="suspend"` asked of a run that cannot suspend: a local run, a subflow, a task."""
+
+
+# A signal, not an error (like Prefect's own `Pause`): no `except Exception` on its way up
+# may take it for a failed job.
+class StillRendering(BaseException):  # noqa: N818
+    """With `wait="suspend"`: a job is still rendering, so the run suspends instead of polling.
+
+    Args:
+        job: The job as last seen (a `VideoJob`).
+    """
+
+    def __init__(self, job: object) -> None:
+        super().__init__(f"Task {getattr(job, 'task_id', '?')} is still rendering.")
+        self.job = job

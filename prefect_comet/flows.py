@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from prefect import flow
+from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 
 from prefect_comet.api.client import OnRefused
 from prefect_comet.api.families import VideoRequest
-from prefect_comet.credentials import CometAPICredentials
-from prefect_comet.exceptions import GenerationFailedError, LedgerDamagedError, OutputMismatchError
-from prefect_comet.models import StoredVideo
-from prefect_comet.options import DEFAULT_DESTINATION, DEFAULTS, GenerationOptions, IfOutcomeUnknown
+from prefect_comet.api.kling_request import KlingOmniVideoRequest
+from prefect_comet.callbacks.tokens import SECRET_VARIABLE, callback_secret, callback_url_for
+from prefect_comet.credentials import CometAPICredentials, borrow_client
+from prefect_comet.exceptions import (
+    GenerationFailedError,
+    LedgerDamagedError,
+    OutputMismatchError,
+    StillRendering,
+    WaitTimeoutError,
+)
+from prefect_comet.models import StoredVideo, VideoJob
+from prefect_comet.options import DEFAULT_DESTINATION, DEFAULTS, GenerationOptions, IfOutcomeUnknown, WaitMode
 from prefect_comet.steps.create_once import idempotency_key_for
 from prefect_comet.steps.ledger import JobLedger
 from prefect_comet.steps.storage_errors import ensure_writable, unusable_destination
 from prefect_comet.steps.storing import stored_for_key, verified
+from prefect_comet.steps.waiting import look_once
+from prefect_comet.suspension.suspend import require_suspendable, suspend_until_done
 from prefect_comet.tasks import create_and_announce, create_video, persist_video, wait_for_video
 
 
@@ -33,6 +45,8 @@ async def generate_video(
     max_poll_interval_seconds: float = DEFAULTS.max_poll_interval_seconds,
     max_video_bytes: int = DEFAULTS.max_video_bytes,
     strict_output: bool = DEFAULTS.strict_output,
+    wait: WaitMode = DEFAULTS.wait,
+    callback_base_url: str | None = DEFAULTS.callback_base_url,
 ) -> StoredVideo:
     """Generate one video and store it, verified, under `destination`, paying at most once.
 
@@ -60,6 +74,15 @@ async def generate_video(
         strict_output: Fail (with `OutputMismatchError`) when the stored video's frame or
             duration differs from the request; by default it is a logged warning and a
             flag in the summary artifact.
+        wait: `"poll"` waits in this run. `"suspend"` (deployment runs at the top level
+            only; refused before paying otherwise) suspends the run while the job renders:
+            its process exits, and the `comet-sweeper` deployment or the callback receiver
+            resumes it when the job is done; the resumed run pays nothing again.
+        callback_base_url: The public URL of a `prefect-comet callbacks` receiver. A Kling
+            job then carries a `callback_url` with a per-job token (never the API key) and
+            the wait ends at its callback; polling goes on, slowly, as the source of truth.
+            Needs a callback secret (the block's `callback_secret` or
+            `COMETAPI_CALLBACK_SECRET`). Omni has no callbacks: ignored there.
 
     Returns:
         The stored video: URI, SHA-256, size and the frame size and duration read from it.
@@ -79,14 +102,23 @@ async def generate_video(
             return stored.uri
         ```
     """
-    return await produce_video(
-        request,
-        idempotency_key=idempotency_key or idempotency_key_for(request),
-        destination=destination,
-        credentials=credentials,
-        options=GenerationOptions.from_parameters(locals()),
-        ledger_uri=ledger_uri,
-    )
+    options = GenerationOptions.from_parameters(locals())
+    check_callbacks(credentials, options)
+    if options.wait == "suspend":
+        require_suspendable()
+    key = idempotency_key or idempotency_key_for(request)
+    while True:
+        try:
+            return await produce_video(
+                request, idempotency_key=key, destination=destination, credentials=credentials,
+                options=options, ledger_uri=ledger_uri,
+            )
+        except StillRendering as still:
+            # Returns only when this round's suspension already fired: look again.
+            await suspend_until_done(
+                [still.job], resume_when_done=1, credentials_block=block_name(credentials),
+                timeout_seconds=options.timeout_seconds,
+            )
 
 
 async def produce_video(
@@ -123,6 +155,10 @@ async def produce_video(
 
     Returns:
         The stored video.
+
+    Raises:
+        StillRendering: With `options.wait == "suspend"`: the job is not done yet (the run
+            suspends; nothing is downloaded).
     """
     ledger = JobLedger(ledger_uri) if ledger_uri else JobLedger.beside(destination)
     stored = _already_stored(ledger, idempotency_key, destination)
@@ -130,6 +166,7 @@ async def produce_video(
         get_run_logger().info("Already stored for idempotency key %s: %s", idempotency_key, stored.uri)
         return _checked(stored, options)
     ensure_writable(destination)  # a destination that cannot take the video fails before paying
+    request = with_callback_url(request, idempotency_key, credentials, options)
     if steps_as_tasks:
         wait, persist = wait_for_video, persist_video
         job = await create_video(
@@ -142,14 +179,19 @@ async def produce_video(
         )
     if on_admitted:
         on_admitted()
+    if options.wait == "suspend":
+        await _unless_done(job, credentials, ledger, options)
+    calls_back = options.callback_base_url is not None and job.provider == "kling"
+    interval = options.callback_poll_interval_seconds if calls_back else None
     try:
         job = await wait(
             job,
             credentials,
             timeout_seconds=options.timeout_seconds,
-            poll_interval_seconds=options.poll_interval_seconds,
-            max_poll_interval_seconds=options.max_poll_interval_seconds,
+            poll_interval_seconds=interval or options.poll_interval_seconds,
+            max_poll_interval_seconds=interval or options.max_poll_interval_seconds,
             publish_artifacts=options.per_job_artifacts,
+            wake_on_callbacks=calls_back,
         )
     except GenerationFailedError as error:
         ledger.record_outcome(idempotency_key, error=str(error))
@@ -165,6 +207,67 @@ async def produce_video(
     )
     ledger.record_outcome(idempotency_key, stored=stored)
     return _checked(stored, options)
+
+
+def block_name(credentials: CometAPICredentials | None) -> str | None:
+    """The name a saved block was loaded by (what another process may load), else None."""
+    return getattr(credentials, "_block_document_name", None)
+
+
+def check_callbacks(credentials: CometAPICredentials | None, options: GenerationOptions) -> str | None:
+    """The callback secret when callbacks are asked for, checked before anything is paid.
+
+    Raises:
+        ValueError: `callback_base_url` is not an http(s) URL, or no callback secret is set.
+    """
+    base = options.callback_base_url
+    if not base:
+        return None
+    if not base.startswith(("http://", "https://")):
+        raise ValueError(f"callback_base_url: must be an http(s) URL of a callback receiver, got {base!r}")
+    configured = getattr(credentials, "callback_secret", None)
+    secret = callback_secret(configured.get_secret_value() if configured else None)
+    if secret is None:
+        raise ValueError(
+            "callback_base_url: needs a callback secret to sign each job's callback URL. What to do: "
+            f"set callback_secret on the credentials block or the {SECRET_VARIABLE} environment variable "
+            "(the same one the receiver uses)."
+        )
+    return secret
+
+
+def with_callback_url(
+    request: VideoRequest, key: str, credentials: CometAPICredentials | None, options: GenerationOptions
+) -> VideoRequest:
+    """The request with its per-job `callback_url` when callbacks are on (Kling only)."""
+    secret = check_callbacks(credentials, options)
+    if secret is None or not isinstance(request, KlingOmniVideoRequest) or request.callback_url:
+        return request
+    context = FlowRunContext.get()
+    run_id = str(context.flow_run.id) if context and context.flow_run else None
+    url = callback_url_for(options.callback_base_url or "", key, secret, run_id)
+    return request.model_copy(update={"callback_url": url})
+
+
+async def _unless_done(
+    job: VideoJob, credentials: CometAPICredentials | None, ledger: JobLedger, options: GenerationOptions
+) -> None:
+    """For a suspending run: one look; a job still rendering raises `StillRendering` (or times out)."""
+    async with borrow_client(credentials) as client:
+        seen = await look_once(client, job)
+    if seen.status.is_terminal:
+        return
+    record = ledger.get(job.idempotency_key or "")
+    age = time.time() - record.created_at.timestamp() if record is not None else 0.0
+    if age > options.timeout_seconds:
+        raise WaitTimeoutError(
+            f"The job did not finish within {options.timeout_seconds:g} s; last status "
+            f"{seen.raw_status or seen.status.value!r}. It may still finish: resume with "
+            "wait_for_video using this task id.",
+            task_id=job.task_id,
+            last_status=seen.raw_status or seen.status.value,
+        )
+    raise StillRendering(seen)
 
 
 def _already_stored(ledger: JobLedger, key: str, destination: str) -> StoredVideo | None:

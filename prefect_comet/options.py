@@ -8,6 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 IfOutcomeUnknown = Literal["fail", "recreate"]
+# "poll": the run waits in a coroutine. "suspend": a deployment run suspends (its process
+# exits) while its jobs render and is resumed when they are done.
+WaitMode = Literal["poll", "suspend"]
 # Where videos go when no destination is given: a folder under the working directory.
 DEFAULT_DESTINATION = "./videos"
 
@@ -27,6 +30,12 @@ class GenerationOptions(BaseModel):
         max_video_bytes: Refuse result files larger than this.
         strict_output: Fail when the stored video's frame or duration differs from the request.
         per_job_artifacts: Publish each job's progress, summary and link artifacts.
+        wait: `"poll"` (wait in the run) or `"suspend"` (a deployment run suspends while
+            its jobs render, freeing its worker; resumed when they are done).
+        callback_base_url: The public URL of a `prefect-comet callbacks` receiver: Kling
+            jobs then carry a per-job `callback_url`, and a waiting job wakes on its callback.
+        callback_poll_interval_seconds: With callbacks, the slow poll that stays the source
+            of truth (callbacks can be lost).
 
     Example:
         ```python
@@ -45,6 +54,10 @@ class GenerationOptions(BaseModel):
     strict_output: bool = False
     # Per-job artifacts cost server writes; a batch shows its manifest table instead.
     per_job_artifacts: bool = True
+    wait: WaitMode = "poll"
+    callback_base_url: str | None = None
+    # Few enough requests that a two-minute job costs at most five looks with callbacks.
+    callback_poll_interval_seconds: float = Field(default=40.0, gt=0)
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, Any]) -> GenerationOptions:

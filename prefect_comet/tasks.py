@@ -7,6 +7,9 @@ artifacts. The tasks are async. In an async flow, await them; in a sync flow, us
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
@@ -14,6 +17,7 @@ from prefect.settings import PREFECT_HOME
 
 from prefect_comet.api.client import OnRefused
 from prefect_comet.api.families import VideoRequest
+from prefect_comet.callbacks.wakeups import callback_wakeups
 from prefect_comet.credentials import CometAPICredentials, borrow_client
 from prefect_comet.exceptions import GenerationFailedError
 from prefect_comet.models import StoredVideo, VideoJob
@@ -113,8 +117,13 @@ async def wait_for_video(
     poll_interval_seconds: float = DEFAULTS.poll_interval_seconds,
     max_poll_interval_seconds: float = DEFAULTS.max_poll_interval_seconds,
     publish_artifacts: bool = DEFAULTS.per_job_artifacts,
+    wake_on_callbacks: bool = False,
 ) -> VideoJob:
     """Poll a job until it succeeds, fails or the deadline passes.
+
+    With `wake_on_callbacks`, a `comet.video.callback` event for the job (emitted by the
+    `prefect-comet callbacks` receiver) ends the current wait at once; polling goes on
+    as the source of truth, as callbacks can be lost.
 
     Args:
         job: The job from `create_video` (or any job known by task id).
@@ -123,6 +132,7 @@ async def wait_for_video(
         poll_interval_seconds: The first interval; it grows towards the cap.
         max_poll_interval_seconds: The largest interval.
         publish_artifacts: Keep a progress artifact current while waiting.
+        wake_on_callbacks: Look at the job as soon as its callback is heard.
 
     Returns:
         The succeeded job.
@@ -147,9 +157,9 @@ async def wait_for_video(
         last = seen
 
     try:
-        async with borrow_client(credentials) as client:
+        async with borrow_client(credentials) as client, _sleep_for(job, wake_on_callbacks) as sleep:
             job = await poll_until_terminal(
-                client, job, timeout_seconds=timeout_seconds, policy=policy, on_update=on_update
+                client, job, timeout_seconds=timeout_seconds, policy=policy, on_update=on_update, sleep=sleep
             )
     except GenerationFailedError as error:
         await progress.finish(last)
@@ -158,6 +168,19 @@ async def wait_for_video(
     await progress.finish(job)
     emit_video_event("completed", job)
     return job
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@asynccontextmanager
+async def _sleep_for(job: VideoJob, wake_on_callbacks: bool) -> AsyncIterator[Sleep | None]:
+    """The sleep between looks: plain (None), or ended early by the job's callback."""
+    if not wake_on_callbacks:
+        yield None
+        return
+    async with callback_wakeups() as wakeups, wakeups.watching(job.task_id) as sleep:
+        yield sleep
 
 
 @task(name="persist-video", task_run_name="persist-{job.task_id}", cache_policy=NO_CACHE)

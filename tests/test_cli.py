@@ -38,7 +38,7 @@ from tests.conftest import API_KEY
 pytestmark = pytest.mark.timeout(300)
 
 CLI = shutil.which("prefect-comet", path=str(Path(sys.executable).parent))
-SUBCOMMANDS = ["generate", "batch", "jobs", "resume", "emulator"]
+SUBCOMMANDS = ["generate", "batch", "jobs", "resume", "emulator", "callbacks"]
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -16,12 +16,14 @@ RANKS: dict[str, int] = {
     "api": 1,                                                 # HTTP and the two API families
     "media": 2, "ui": 2, "credentials": 2,                    # what a video is; what people see
     "steps": 3,                                               # one job's life
-    "tasks": 4,
-    "flows": 5,
-    "batch": 6,
-    "testing": 7,
-    "cli": 8,                                                 # the prefect-comet command
-    "__init__": 9,                                            # the public surface
+    "suspension": 4,                                          # waiting without a worker
+    "callbacks": 5,                                           # Kling callbacks: receiver, wake-ups
+    "tasks": 6,
+    "flows": 7, "sweeper": 7,
+    "batch": 8,
+    "testing": 9,
+    "cli": 10,                                                # the prefect-comet command
+    "__init__": 11,                                           # the public surface
 }
 
 

@@ -176,8 +176,10 @@ def _output(video: dict[str, Any], url: str, watermarked: bool, task_id: str) ->
 
 
 def _summarise(payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload as recorded: inline base64 images become a short fingerprint."""
+    """The payload as recorded: inline base64 images become a short fingerprint, a callback URL loses its token."""
     summary = dict(payload)
+    if summary.get("callback_url"):
+        summary["callback_url"] = redact_url(str(summary["callback_url"]))
     images = []
     for image in payload.get("image_list", []):
         url = str(image.get("image_url", ""))

@@ -18,11 +18,13 @@ from prefect_comet.batch.inputs import BatchItem, load_batch
 from prefect_comet.batch.manifest import outcome_of, write_manifest
 from prefect_comet.batch.parallel_limit import AdaptiveWindow, Patience, account_slot, require_limit
 from prefect_comet.credentials import CometAPICredentials, borrow_client
-from prefect_comet.exceptions import BatchFailedError
-from prefect_comet.flows import produce_video
-from prefect_comet.models import BatchResult, JobOutcome, StoredVideo
-from prefect_comet.options import DEFAULT_DESTINATION, DEFAULTS, GenerationOptions, IfOutcomeUnknown
+from prefect_comet.exceptions import BatchFailedError, LedgerDamagedError, StillRendering
+from prefect_comet.flows import block_name, check_callbacks, produce_video
+from prefect_comet.models import BatchResult, JobOutcome, StoredVideo, VideoJob
+from prefect_comet.options import DEFAULT_DESTINATION, DEFAULTS, GenerationOptions, IfOutcomeUnknown, WaitMode
 from prefect_comet.steps.create_once import idempotency_key_for
+from prefect_comet.steps.ledger import JobLedger
+from prefect_comet.suspension.suspend import require_suspendable, suspend_until_done
 from prefect_comet.ui.summary import publish_batch_table
 
 
@@ -43,6 +45,9 @@ async def generate_videos(
     max_video_bytes: int = DEFAULTS.max_video_bytes,
     strict_output: bool = DEFAULTS.strict_output,
     per_job_artifacts: bool = False,
+    wait: WaitMode = DEFAULTS.wait,
+    resume_batch_size: int | None = None,
+    callback_base_url: str | None = DEFAULTS.callback_base_url,
 ) -> BatchResult:
     """Generate many videos with at most `max_in_flight` jobs running at once.
 
@@ -82,6 +87,14 @@ async def generate_videos(
             flag in the summary artifact.
         per_job_artifacts: Also publish each job's progress, summary and link artifacts
             (off by default: each is a server write, and the batch's table lists every job).
+        wait: `"poll"` waits in this run. `"suspend"` (deployment runs at the top level
+            only; refused before paying otherwise): after its creates the run suspends and
+            its process exits; it is resumed (by the `comet-sweeper` deployment or the
+            callback receiver) when its jobs are done, downloads them, creates the next
+            ones (at most `max_in_flight` rendering) and suspends again until all are stored.
+        resume_batch_size: With `wait="suspend"`, resume once this many of the rendering
+            jobs are done (default: all of them).
+        callback_base_url: See `generate_video`: Kling jobs call back a receiver there.
 
     Returns:
         Every job's outcome and the manifest's URI.
@@ -109,9 +122,15 @@ async def generate_videos(
         items, keys, destination, ledger_uri, credentials, GenerationOptions.from_parameters(locals()),
         max_in_flight, concurrency_limit,
     )
+    check_callbacks(credentials, plan.options)
     context = FlowRunContext.get()
-    run = _run_here if isinstance(context.task_runner, ThreadPoolTaskRunner) else _run_on_runner
-    outcomes = await run(plan)
+    if wait == "suspend":
+        require_suspendable()  # before anything is paid
+        outcomes = await _run_suspending(plan, resume_batch_size or max_in_flight)
+    elif isinstance(context.task_runner, ThreadPoolTaskRunner):
+        outcomes = await _run_here(plan)
+    else:
+        outcomes = await _run_on_runner(plan)
     result = BatchResult(
         manifest_uri=write_manifest(destination, str(context.flow_run.id), outcomes), outcomes=outcomes
     )
@@ -193,7 +212,8 @@ async def _generate_one(
     on_refused: OnRefused | None = None,
     on_admitted: Callable[[], None] | None = None,
     on_generated: Callable[[], None] | None = None,
-) -> StoredVideo:
+) -> StoredVideo | VideoJob:
+    """One job's create, wait and store; with `wait="suspend"`, the job still rendering instead."""
     if isinstance(credentials, str):  # a saved block's name: a worker elsewhere loads it
         credentials = await CometAPICredentials.aload(credentials)
     if on_refused is None:
@@ -201,24 +221,80 @@ async def _generate_one(
         # parallel tasks may stay taken longer than the client's retries last.
         on_refused = Patience(options.timeout_seconds).on_refused
     async with borrow_client(credentials), account_slot(concurrency_limit):
-        return await produce_video(
-            request,
-            idempotency_key=idempotency_key,
-            destination=destination,
-            credentials=credentials,
-            options=options,
-            ledger_uri=ledger_uri,
-            on_admitted=on_admitted,
-            on_generated=on_generated,
-            on_refused=on_refused,
-            steps_as_tasks=False,
-        )
+        try:
+            return await produce_video(
+                request,
+                idempotency_key=idempotency_key,
+                destination=destination,
+                credentials=credentials,
+                options=options,
+                ledger_uri=ledger_uri,
+                on_admitted=on_admitted,
+                on_generated=on_generated,
+                on_refused=on_refused,
+                steps_as_tasks=False,
+            )
+        except StillRendering as still:  # not a failure: the run suspends until it is done
+            return still.job
+
+
+async def _run_suspending(plan: _Plan, resume_batch_size: int) -> list[JobOutcome]:
+    """Rounds until every job ends: finish the jobs that are done, start the next, then suspend.
+
+    Each round looks once at every job the ledger knows (stored ones cost nothing), creates
+    new ones while fewer than `max_in_flight` render, and suspends the run while any renders.
+    A resumed run replays the flow: the same keys find the same jobs, nothing is paid twice.
+    """
+    ledger = JobLedger(plan.ledger_uri) if plan.ledger_uri else JobLedger.beside(plan.destination)
+    gate = asyncio.Semaphore(plan.max_in_flight)  # downloads at once
+    outcomes: dict[int, JobOutcome] = {}
+    rendering: list[VideoJob] = []
+
+    async def one(index: int) -> None:
+        async with gate:
+            try:
+                result = await _generate_one(
+                    index, plan.items[index].request, plan.keys[index], plan.destination, plan.credentials,
+                    plan.options, plan.concurrency_limit, plan.ledger_uri,
+                )
+            except Exception as error:
+                outcomes[index] = plan.outcome(index, error=error)
+                return
+        if isinstance(result, VideoJob):
+            rendering.append(result)
+        else:
+            outcomes[index] = plan.outcome(index, stored=result)
+
+    async with borrow_client(plan.credentials):
+        while True:
+            rendering.clear()
+            open_ = [index for index in range(len(plan.items)) if index not in outcomes]
+            known = [index for index in open_ if _started(ledger, plan.keys[index])]
+            await asyncio.gather(*(one(index) for index in known))
+            fresh = [index for index in open_ if index not in known]
+            room = max(plan.max_in_flight - len(rendering), 0)
+            await asyncio.gather(*(one(index) for index in fresh[:room]))
+            if len(outcomes) == len(plan.items):
+                return [outcomes[index] for index in range(len(plan.items))]
+            if rendering:
+                await suspend_until_done(
+                    list(rendering), resume_when_done=resume_batch_size, credentials_block=block_name(plan.credentials),
+                    timeout_seconds=plan.options.timeout_seconds,
+                )
+
+
+def _started(ledger: JobLedger, key: str) -> bool:
+    """Whether the ledger knows the key (a record it cannot read counts: the job's own run says why)."""
+    try:
+        return ledger.get(key) is not None
+    except (LedgerDamagedError, OSError):
+        return True
 
 
 async def _run_on_runner(plan: _Plan) -> list[JobOutcome]:
     """Each job as a task on the runner's workers (e.g. Dask), at most `max_in_flight` submitted."""
-    block_name = getattr(plan.credentials, "_block_document_name", None)
-    if plan.credentials is not None and not block_name:
+    saved_as = block_name(plan.credentials)
+    if plan.credentials is not None and not saved_as:
         raise ValueError(
             "credentials: with a distributed task runner, pass a saved block "
             "(CometAPICredentials.load('NAME')) so workers load it by name, never a raw key"
@@ -234,7 +310,7 @@ async def _run_on_runner(plan: _Plan) -> list[JobOutcome]:
                 plan.items[index].request,
                 plan.keys[index],
                 plan.destination,
-                block_name,
+                saved_as,
                 plan.options,
                 plan.concurrency_limit,
                 plan.ledger_uri,

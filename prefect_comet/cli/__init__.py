@@ -1,4 +1,4 @@
-"""The `prefect-comet` console command: generate, batch, jobs, resume and emulator, one module each.
+"""The `prefect-comet` console command: generate, batch, jobs, resume, emulator and callbacks, one module each.
 
 Example:
     ```bash

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from prefect_comet.cli import _common, batch, emulator, generate, jobs, resume
+from prefect_comet.cli import _common, batch, callbacks, emulator, generate, jobs, resume
 
 app = typer.Typer(
     name="prefect-comet",
@@ -24,6 +24,7 @@ app.command("batch")(batch.batch)
 app.command("jobs")(jobs.jobs)
 app.command("resume")(resume.resume)
 app.command("emulator")(emulator.emulator)
+app.command("callbacks")(callbacks.callbacks)
 
 
 def _show_version(value: bool) -> None:

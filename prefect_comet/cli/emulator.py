@@ -51,6 +51,16 @@ def emulator(
     pad_to_bytes: Annotated[
         int | None, typer.Option("--pad-to-bytes", metavar="N", min=1, help="Pad result files to at least N bytes.")
     ] = None,
+    callback_repeats: Annotated[
+        int, typer.Option("--callback-repeats", metavar="N", min=1, help="POST each Kling callback N times.")
+    ] = 1,
+    callback_reorder: Annotated[
+        bool, typer.Option("--callback-reorder", help="Send a Kling job's callbacks latest status first.")
+    ] = False,
+    callback_loss: Annotated[
+        float,
+        typer.Option("--callback-loss", metavar="P", min=0, max=1, help="Drop each Kling callback with probability P."),
+    ] = 0.0,
 ) -> None:
     """Serve a local CometAPI emulator (Omni and Kling Omni) until Ctrl-C or SIGTERM."""
     emulated = CometEmulator(
@@ -65,6 +75,9 @@ def emulator(
         content_redirect=content_redirect,
         fps=fps,
         pad_to_bytes=pad_to_bytes,
+        callback_repeats=callback_repeats,
+        callback_reorder=callback_reorder,
+        callback_loss=callback_loss,
     )
 
     def announce(line: str) -> None:

@@ -111,7 +111,7 @@ async def create_once(
         The job (new, or resumed by task id).
     """
     provider = provider_for(request)
-    fingerprint = request_fingerprint(request.model_dump(mode="json"))
+    fingerprint = request_fingerprint(_what_is_paid_for(request))
     fresh = LedgerRecord(key=idempotency_key, provider=provider.name, request_sha256=fingerprint, state="creating")
     if ledger is None:
         return await _send(client, request, fresh, None, None, on_refused)
@@ -282,3 +282,11 @@ def _unknown(key: str, reason: str) -> exc.CreateOutcomeUnknownError:
         "task in the CometAPI dashboard and resume it with wait_for_video, or create it anew "
         "with if_outcome_unknown='recreate' (this may pay twice)."
     )
+
+
+def _what_is_paid_for(request: VideoRequest) -> dict[str, object]:
+    """The request as fingerprinted: a callback URL (it names the waiting run) is not part of the job."""
+    payload = request.model_dump(mode="json")
+    if payload.get("callback_url") is not None:
+        payload["callback_url"] = None  # a fingerprint as if none had been given: older records match
+    return payload

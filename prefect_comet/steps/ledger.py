@@ -25,9 +25,14 @@ from pydantic import BaseModel, Field, ValidationError
 from prefect_comet._files import filesystem_for, short_hash, uri_for, write_atomically
 from prefect_comet._logging import run_logger
 from prefect_comet.exceptions import LedgerDamagedError
-from prefect_comet.models import StoredVideo
+from prefect_comet.models import StoredVideo, VideoStatus
 
 LEDGER_FOLDER = ".comet-ledger"
+# Notes of confirmed callbacks: a file per key of their own, so the receiver never rewrites
+# a record the flow writes at the same time.
+CALLBACK_FOLDER = "callbacks"
+# How far along a status is: a note never goes back (callbacks arrive out of order).
+_STATUS_RANK = {VideoStatus.RUNNING: 1, VideoStatus.SUCCEEDED: 2, VideoStatus.FAILED: 2}
 LedgerState = Literal["creating", "unknown", "created", "stored", "failed"]
 # A create answers within seconds and the client's own retries last about two minutes at
 # most; a `creating` record unchanged for longer belongs to a run that died.
@@ -228,6 +233,53 @@ class JobLedger:
             state = "stored" if stored is not None else "failed"
             self.put(record.model_copy(update={"state": state, "stored": stored, "error": error}))
 
+    def note_callback(self, key: str, task_id: str, status: VideoStatus | str) -> bool:
+        """Note what a confirmed callback said of the key's job, beside its record (never in it).
+
+        The note is a file of its own under `<ledger>/callbacks/`, written atomically; a later
+        note of the same task never moves it back (a running one does not replace a finished one).
+
+        Args:
+            key: The job's idempotency key.
+            task_id: The task id the API confirmed.
+            status: The status the API confirmed.
+
+        Returns:
+            Whether the note was written.
+
+        Example:
+            ```python
+            ledger.note_callback("kite-1", "task_8f2c", VideoStatus.SUCCEEDED)
+            ```
+        """
+        status = VideoStatus(status)
+        earlier = self.callback_note(key)
+        if earlier is not None and earlier.get("task_id") == task_id and _rank(earlier.get("status")) > _rank(status):
+            return False
+        note = {"key": key, "task_id": task_id, "status": status.value, "noted_at": datetime.now(UTC).isoformat()}
+        self._fs.makedirs(f"{self._root}/{CALLBACK_FOLDER}", exist_ok=True)
+        write_atomically(self._fs, self._note_path(key), json.dumps(note, indent=2).encode())
+        return True
+
+    def callback_note(self, key: str) -> dict[str, str] | None:
+        """The note of the last confirmed callback for `key` (`key`, `task_id`, `status`, `noted_at`), or None.
+
+        Example:
+            ```python
+            note = ledger.callback_note("kite-1")  # {"status": "succeeded", ...}
+            ```
+        """
+        try:
+            note = json.loads(self._fs.cat_file(self._note_path(key)))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except ValueError:  # a damaged note says nothing; the next callback rewrites it
+            return None
+        return note if isinstance(note, dict) and note.get("key") == key else None
+
+    def _note_path(self, key: str) -> str:
+        return f"{self._root}/{CALLBACK_FOLDER}/{short_hash(key, 40)}.json"
+
     def forget(self, key: str) -> None:
         """Drop a record whose create provably never reached the server (the key is free again)."""
         try:
@@ -256,6 +308,14 @@ class JobLedger:
                 "on one worker, or keep the ledger on a local disk or S3 (ledger_uri=...).",
                 self.uri,
             )
+
+
+def _rank(status: object) -> int:
+    """How far along a status is (0 for queued, unknown or an unreadable word)."""
+    try:
+        return _STATUS_RANK.get(VideoStatus(status), 0)
+    except ValueError:
+        return 0
 
 
 def _link_new(path: str, data: bytes) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from prefect_comet import exceptions as exc
 from prefect_comet.api.client import CometClient
@@ -27,6 +27,7 @@ async def poll_until_terminal(
     timeout_seconds: float,
     policy: PollPolicy = PollPolicy(),
     on_update: Callable[[VideoJob], None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
 ) -> VideoJob:
     """Look at `job` until it succeeds; raise when it fails, stalls or the deadline passes.
 
@@ -36,6 +37,8 @@ async def poll_until_terminal(
         timeout_seconds: The overall deadline, measured on a monotonic clock.
         policy: The polling cadence.
         on_update: Called whenever status or progress changes.
+        sleep: How to wait between looks (`asyncio.sleep` when None); a callback's
+            wake-up ends it early.
 
     Returns:
         The succeeded job.
@@ -97,7 +100,28 @@ async def poll_until_terminal(
             )
         wait = cadence.next_wait(seen, now, hint)
         looked = True
-        await asyncio.sleep(min(wait, deadline - now))
+        await (sleep or asyncio.sleep)(min(wait, deadline - now))
+
+
+async def look_once(client: CometClient, job: VideoJob) -> VideoJob:
+    """One look at a job (for a run that suspends instead of polling); passing trouble keeps `job`.
+
+    Args:
+        client: The API client.
+        job: The job to look at.
+
+    Returns:
+        The job as the server sees it now.
+    """
+    try:
+        seen, _hint = await provider_for(job).retrieve(client, job.task_id)
+    except _PASSING:
+        return job
+    if seen.task_id != job.task_id:
+        raise exc.ResponseFormatError(
+            f"A status answer for task {job.task_id} named another task.", task_id=job.task_id
+        )
+    return _carry_over(job, seen)
 
 
 def _carry_over(created: VideoJob, seen: VideoJob) -> VideoJob:

@@ -145,7 +145,7 @@ ACCEPTED = [
         "sound": "off",
     },
     {
-        "callback_url": "https://example.com/hook",
+        "callback_url": "http://127.0.0.1:9/hook",
         "external_task_id": "abc",
         "watermark_info": {"enabled": False},
     },

@@ -6,9 +6,18 @@ with CometEmulator(latency=0.5) as emu:
     ...  # point the client at emu.base_url
 """
 
+from .callbacks import CallbackDelivery
 from .core import CometEmulator
 from .faults import ALL_KINDS as FAULT_KINDS
 from .faults import ROUTES
 from .models import EmulatedJob, EmulatedVideo, RecordedRequest
 
-__all__ = ["FAULT_KINDS", "ROUTES", "CometEmulator", "EmulatedJob", "EmulatedVideo", "RecordedRequest"]
+__all__ = [
+    "FAULT_KINDS",
+    "ROUTES",
+    "CallbackDelivery",
+    "CometEmulator",
+    "EmulatedJob",
+    "EmulatedVideo",
+    "RecordedRequest",
+]

@@ -11,17 +11,11 @@ from types import TracebackType
 from typing import Any
 
 from .app import make_handler
+from .callbacks import CallbackDelivery, CallbackSender
 from .faults import FaultPlan
 from .models import EmulatedJob, EmulatedVideo, RecordedRequest
 from .server import HttpServer
-from .state import (
-    KLING_WRAPPED_INNER,
-    OMNI_FAILURE_FIELDS,
-    EmulatorState,
-    KlingWrappedInner,
-    OmniFailureField,
-    Settings,
-)
+from .state import EmulatorState, KlingWrappedInner, OmniFailureField, Settings
 
 
 class CometEmulator:
@@ -48,6 +42,15 @@ class CometEmulator:
         omni_failure_field: Where a failed Omni job says why: `"error"` (an object with
             `code` and `message`), or `"fail_reason"` / `"error_message"` (a bare string, no
             `error` object).
+        callback_repeats: A Kling job created with a `callback_url` gets its task object (the
+            query's `data`, taken when a query first reports the status) POSTed on each status
+            change; each delivery is POSTed this many times.
+        callback_reorder: Hold a job's callbacks until it is final (or hangs), then send them
+            latest status first.
+        callback_loss: Probability (0..1) that a callback POST is silently dropped.
+        callback_lose_statuses: Kling statuses (e.g. `{"succeed"}`) whose callbacks are always dropped.
+        callback_delay: Seconds added before each callback delivery.
+        callback_seed: Seed of the random draws for `callback_loss`.
 
     Example:
         ```python
@@ -70,28 +73,22 @@ class CometEmulator:
         url_ttl: float = 3600.0,
         kling_wrapped_inner: KlingWrappedInner = "always",
         omni_failure_field: OmniFailureField = "error",
+        callback_repeats: int = 1,
+        callback_reorder: bool = False,
+        callback_loss: float = 0.0,
+        callback_lose_statuses: Iterable[str] = (),
+        callback_delay: float = 0.0,
+        callback_seed: int = 0,
     ) -> None:
-        if kling_wrapped_inner not in KLING_WRAPPED_INNER:
-            raise ValueError(f"kling_wrapped_inner must be one of {KLING_WRAPPED_INNER}")
-        if kling_wrapped_inner != "always" and not kling_wrapped:
-            raise ValueError("kling_wrapped_inner only applies with kling_wrapped=True")
-        if omni_failure_field not in OMNI_FAILURE_FIELDS:
-            raise ValueError(f"omni_failure_field must be one of {OMNI_FAILURE_FIELDS}")
-        self.settings = Settings(
-            api_key,
-            latency,
-            kling_parallel_limit,
-            kling_wrapped,
-            content_redirect,
-            fps,
-            pad_to_bytes,
-            url_ttl,
-            kling_wrapped_inner,
-            omni_failure_field,
-        )
+        self.settings = Settings(  # raises ValueError for a bad option
+            api_key, latency, kling_parallel_limit, kling_wrapped, content_redirect, fps, pad_to_bytes,
+            url_ttl, kling_wrapped_inner, omni_failure_field, callback_repeats, callback_reorder,
+            callback_loss, frozenset(callback_lose_statuses), callback_delay, callback_seed,
+        )  # fmt: skip
         self.host, self.port = host, port
         self._faults = FaultPlan()
         self._state: EmulatorState | None = None
+        self._callbacks: CallbackSender | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -101,6 +98,7 @@ class CometEmulator:
         if self._thread is not None:
             raise RuntimeError("emulator already running")
         state = EmulatorState(self.settings, tempfile.mkdtemp(prefix="comet-emulator-"), self._faults)
+        callbacks = CallbackSender(state)
         loop = asyncio.new_event_loop()
         server = HttpServer(make_handler(state))
         bound = threading.Event()
@@ -121,6 +119,7 @@ class CometEmulator:
                 loop.run_forever()
             finally:
                 loop.run_until_complete(server.close())
+                loop.run_until_complete(callbacks.close())  # pending deliveries are cancelled
                 state.close()
                 loop.run_until_complete(asyncio.sleep(0))  # let finished renders settle
                 loop.close()
@@ -132,7 +131,7 @@ class CometEmulator:
             thread.join()
             shutil.rmtree(state.workdir, ignore_errors=True)
             raise failure[0]
-        self._state, self._loop, self._thread = state, loop, thread
+        self._state, self._loop, self._thread, self._callbacks = state, loop, thread, callbacks
         return self
 
     def stop(self) -> None:
@@ -182,6 +181,13 @@ class CometEmulator:
     def requests(self) -> list[RecordedRequest]:
         """Every request received, in order."""
         return self._live.requests
+
+    @property
+    def callbacks_sent(self) -> list[CallbackDelivery]:
+        """Every Kling callback delivery attempt so far (dropped ones too), in the order they ended."""
+        if self._callbacks is None:
+            raise RuntimeError("emulator not started: use `with CometEmulator() as emu:` or emu.start()")
+        return list(self._callbacks.sent)
 
     def created_per_key(self) -> dict[str, int]:
         """Jobs created per idempotency key (Omni `Idempotency-Key` header, Kling `external_task_id`)."""

@@ -114,24 +114,32 @@ def native_data(
     return data
 
 
-def _answer(state: EmulatorState, job: EmulatedJob, fault: str | None) -> Response:
-    phase = state.phase(job)
-    mystery = "mystery" if fault == "unknown_status" else None
-    data = native_data(state, job, phase, mystery)
+def query_data(state: EmulatorState, job: EmulatedJob, phase: Phase, status: str | None = None) -> dict[str, Any]:
+    """The `data` object a query answers for `job` at `phase`: the native task object, or with
+    `kling_wrapped` the gateway's outer object. Kling callbacks post exactly this."""
+    data = native_data(state, job, phase, status)
     if not state.settings.kling_wrapped:
-        return json_response(200, {"code": 0, "message": "SUCCEED", "request_id": request_id(), "data": data})
+        return data
     outer: dict[str, Any] = {
         "task_id": job.task_id,
-        "status": "MYSTERY" if mystery else WRAPPED[phase.name],
+        "status": "MYSTERY" if status else WRAPPED[phase.name],
         "progress": f"{phase.progress}%",
         "fail_reason": data["task_status_msg"] if phase.name == "failed" else "",
     }
     inner = state.settings.kling_wrapped_inner
-    if inner == "always" or (phase.name == "succeeded" and not mystery):
+    if inner == "always" or (phase.name == "succeeded" and not status):
         outer["data"] = {"code": 0, "message": "HTTP_OK", "data": data}
     elif inner == "null":
         outer["data"] = None
-    return json_response(200, {"code": "success", "data": outer})
+    return outer
+
+
+def _answer(state: EmulatorState, job: EmulatedJob, fault: str | None) -> Response:
+    mystery = "mystery" if fault == "unknown_status" else None
+    data = query_data(state, job, state.phase(job), mystery)
+    if state.settings.kling_wrapped:
+        return json_response(200, {"code": "success", "data": data})
+    return json_response(200, {"code": 0, "message": "SUCCEED", "request_id": request_id(), "data": data})
 
 
 def _not_found(what: str) -> Response:

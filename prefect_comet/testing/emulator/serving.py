@@ -43,11 +43,7 @@ def serve_until_stopped(emulator: CometEmulator, *, announce: Callable[[str], No
         except OSError as error:
             if error.errno != errno.EADDRINUSE:
                 raise
-            raise OSError(
-                errno.EADDRINUSE,
-                f"port {emulator.port} on {emulator.host} is already in use. What to do: stop what "
-                "listens there, or choose another port (--port 0 picks a free one and prints it).",
-            ) from error
+            raise port_in_use(emulator.host, emulator.port) from error
         try:
             announce(f"CometAPI emulator listening on {emulator.base_url}")
             while not stop.wait(0.5):
@@ -57,3 +53,12 @@ def serve_until_stopped(emulator: CometEmulator, *, announce: Callable[[str], No
     finally:
         for sig, handler in earlier.items():
             signal.signal(sig, handler)
+
+
+def port_in_use(host: str, port: int) -> OSError:
+    """The one-line error for a port already taken, naming the cure (also used by `prefect-comet callbacks`)."""
+    return OSError(
+        errno.EADDRINUSE,
+        f"port {port} on {host} is already in use. What to do: stop what listens there, or choose "
+        "another port (--port 0 picks a free one and prints it).",
+    )

@@ -7,6 +7,7 @@ import os
 import secrets
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
@@ -25,6 +26,8 @@ OmniFailureField = Literal["error", "fail_reason", "error_message"]
 KLING_WRAPPED_INNER: tuple[KlingWrappedInner, ...] = ("always", "null", "missing")
 OMNI_FAILURE_FIELDS: tuple[OmniFailureField, ...] = ("error", "fail_reason", "error_message")
 QUEUED_FRACTION = 0.1  # share of the latency a job spends queued
+# Native Kling statuses a query (and so a callback) can report.
+KLING_STATUSES = ("submitted", "processing", "succeed", "failed", "mystery")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,28 @@ class Settings:
     url_ttl: float = 3600.0
     kling_wrapped_inner: KlingWrappedInner = "always"
     omni_failure_field: OmniFailureField = "error"
+    callback_repeats: int = 1
+    callback_reorder: bool = False
+    callback_loss: float = 0.0
+    callback_lose_statuses: frozenset[str] = frozenset()
+    callback_delay: float = 0.0
+    callback_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kling_wrapped_inner not in KLING_WRAPPED_INNER:
+            raise ValueError(f"kling_wrapped_inner must be one of {KLING_WRAPPED_INNER}")
+        if self.kling_wrapped_inner != "always" and not self.kling_wrapped:
+            raise ValueError("kling_wrapped_inner only applies with kling_wrapped=True")
+        if self.omni_failure_field not in OMNI_FAILURE_FIELDS:
+            raise ValueError(f"omni_failure_field must be one of {OMNI_FAILURE_FIELDS}")
+        if self.callback_repeats < 1:
+            raise ValueError("callback_repeats must be at least 1")
+        if not 0.0 <= self.callback_loss <= 1.0:
+            raise ValueError("callback_loss must be between 0 and 1")
+        if self.callback_delay < 0:
+            raise ValueError("callback_delay must not be negative")
+        if not set(self.callback_lose_statuses) <= set(KLING_STATUSES):
+            raise ValueError(f"callback_lose_statuses must be Kling statuses: {KLING_STATUSES}")
 
 
 @dataclass(frozen=True)
@@ -79,6 +104,7 @@ class EmulatorState:
         self.bytes_served: Counter[str] = Counter()  # task_id -> result-file body bytes sent
         self.external_ids: dict[str, str] = {}  # Kling external_task_id -> task_id
         self.faults = faults or FaultPlan()
+        self.job_hooks: list[Callable[[EmulatedJob], None]] = []  # called with each new job
         self.signer = Signer()
         self._cache = cache or shared_cache()
         self._executor = ThreadPoolExecutor(
@@ -97,7 +123,7 @@ class EmulatorState:
 
     # -- jobs --------------------------------------------------------------
     def add_job(self, job: EmulatedJob) -> None:
-        """Register a job and, if it will succeed, start rendering its files in the background."""
+        """Register a job, start rendering its files if it will succeed, then run `job_hooks`."""
         self.jobs[job.task_id] = job
         if job.external_task_id is not None:
             self.external_ids[job.external_task_id] = job.task_id
@@ -105,6 +131,8 @@ class EmulatorState:
             future = asyncio.get_running_loop().run_in_executor(self._executor, self._render, job)
             self._renders.add(future)
             future.add_done_callback(self._renders.discard)
+        for hook in self.job_hooks:
+            hook(job)
 
     def phase(self, job: EmulatedJob, now: float | None = None) -> Phase:
         """The job's phase at `now`: queued for the first 10% of the latency, then running
