@@ -22,6 +22,7 @@ from prefect_comet.api.kling_request import (
     KlingWatermark,
 )
 from prefect_comet.api.omni_request import OmniVideoRequest
+from prefect_comet.api.quota import AccountBalance, KeyQuota
 from prefect_comet.api.retries import RetryPolicy
 from prefect_comet.batch.flow import generate_videos
 from prefect_comet.credentials import CometAPICredentials
@@ -30,17 +31,19 @@ from prefect_comet.models import BatchResult, JobOutcome, StoredVideo, VideoJob,
 from prefect_comet.options import GenerationOptions
 from prefect_comet.suspension.sweep import SweepReport
 from prefect_comet.sweeper import comet_sweeper
-from prefect_comet.tasks import create_video, persist_video, wait_for_video
+from prefect_comet.tasks import check_balance, create_video, persist_video, wait_for_video
 from prefect_comet.ui.progress import watch_progress
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccountBalance",
     "BatchResult",
     "CometAPICredentials",
     "CometClient",
     "GenerationOptions",
     "JobOutcome",
+    "KeyQuota",
     "KlingElement",
     "KlingImage",
     "KlingOmniVideoRequest",
@@ -55,6 +58,7 @@ __all__ = [
     "VideoOutput",
     "VideoStatus",
     "__version__",
+    "check_balance",
     "comet_sweeper",
     "create_video",
     "generate_video",

@@ -1,10 +1,11 @@
-"""The CometAPI credentials block, and the pooled client it hands out.
+"""The CometAPI credentials block, the pooled client it hands out, and the account's balance.
 
 One connection pool per account and event loop is shared by every task that runs there, so
 a batch of hundreds of jobs polls over a handful of kept-alive connections.
 
 `COMETAPI_BASE_URL` is honoured by a block whose `base_url` is the default, with a warning:
-a run pointed at the emulator by the environment never reaches the paid API unnoticed.
+a run pointed at the emulator by the environment never reaches the paid API unnoticed;
+`COMETAPI_QUERY_BASE_URL` does the same for `query_base_url` (the balance's query service).
 """
 
 from __future__ import annotations
@@ -16,16 +17,19 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
+import httpx
 from prefect.blocks.abstract import CredentialsBlock
 from pydantic import Field, SecretStr
 
 from prefect_comet._files import redact_url
 from prefect_comet._logging import run_logger
 from prefect_comet.api.client import CometClient
+from prefect_comet.api.quota import DEFAULT_QUERY_BASE_URL, AccountBalance, read_balance
 from prefect_comet.exceptions import MissingAPIKeyError
 
 DEFAULT_BASE_URL = "https://api.cometapi.com"
 BASE_URL_VARIABLE = "COMETAPI_BASE_URL"
+QUERY_BASE_URL_VARIABLE = "COMETAPI_QUERY_BASE_URL"
 _told: set[tuple[str, str]] = set()  # (variable's value, block's URL) pairs already warned about
 
 
@@ -39,6 +43,8 @@ class CometAPICredentials(CredentialsBlock):
         connect_timeout: Seconds to wait for a connection.
         read_timeout: Seconds to wait for each read of a response.
         callback_secret: HMAC secret for Kling callback URLs; `COMETAPI_CALLBACK_SECRET` when empty.
+        query_base_url: The root of CometAPI's query service, where the balance is read. Left at
+            the default, `COMETAPI_QUERY_BASE_URL` (when set) is used instead, with a warning.
 
     Example:
         Load stored credentials and borrow the account's pooled client:
@@ -77,6 +83,12 @@ class CometAPICredentials(CredentialsBlock):
         default=None,
         title="Callback secret",
         description="HMAC secret for Kling callback URLs; COMETAPI_CALLBACK_SECRET when empty.",
+    )
+    query_base_url: str = Field(
+        default=DEFAULT_QUERY_BASE_URL,
+        title="Query base URL",
+        description="The root URL of CometAPI's query service (balance and usage); change it only "
+        "for a proxy or the local emulator.",
     )
 
     @classmethod
@@ -139,17 +151,63 @@ class CometAPICredentials(CredentialsBlock):
             CometAPICredentials(api_key="anything").effective_base_url()  # "http://127.0.0.1:8765"
             ```
         """
-        override = os.environ.get(BASE_URL_VARIABLE, "").strip()
-        if not override or _same_url(override, DEFAULT_BASE_URL) or not _same_url(self.base_url, DEFAULT_BASE_URL):
-            return self.base_url
-        if (override, self.base_url) not in _told:
-            _told.add((override, self.base_url))
-            run_logger("prefect_comet.credentials").warning(
-                "%s=%s is set, so it is used instead of the credentials block's default base URL %s. "
-                "To reach %s with this block, unset %s; to pin another URL, save the block with base_url.",
-                BASE_URL_VARIABLE, redact_url(override), DEFAULT_BASE_URL, DEFAULT_BASE_URL, BASE_URL_VARIABLE,
-            )
-        return override
+        return _overridden(self.base_url, DEFAULT_BASE_URL, BASE_URL_VARIABLE, "base_url")
+
+    def effective_query_base_url(self) -> str:
+        """Where the balance is read: `query_base_url`, or `COMETAPI_QUERY_BASE_URL` when
+        `query_base_url` is the default (the same rule as `effective_base_url`).
+
+        Example:
+            ```python
+            # with COMETAPI_QUERY_BASE_URL=http://127.0.0.1:8765 in the environment:
+            CometAPICredentials(api_key="anything").effective_query_base_url()  # "http://127.0.0.1:8765"
+            ```
+        """
+        return _overridden(self.query_base_url, DEFAULT_QUERY_BASE_URL, QUERY_BASE_URL_VARIABLE, "query_base_url")
+
+    async def get_balance(self) -> AccountBalance:
+        """Read the account's balance and usage from CometAPI's query service.
+
+        The service takes the key in its URL's query string (`GET /user/quota?key=...`), so
+        that URL is a secret: it appears in no log line, error or result. CometAPI advises a
+        dedicated query-only key (quota 0) for this; a block holding one works the same.
+
+        Returns:
+            The balance (`balance_usd`, None when unlimited), the usage (`used_usd`,
+            `request_count`) and each key's figures (`api_keys`).
+
+        Raises:
+            MissingAPIKeyError: The block holds an empty key.
+            AuthenticationError: The service refused the key.
+            ServerError: The service could not be reached or kept failing.
+
+        Example:
+            ```python
+            balance = await CometAPICredentials.load("BLOCK_NAME").get_balance()
+            print(f"{balance.balance_usd} USD left, {balance.used_usd} USD used")
+            ```
+        """
+        api_key = self.api_key.get_secret_value().strip()
+        if not api_key:
+            raise MissingAPIKeyError("The CometAPI credentials block holds an empty API key.")
+        timeout = httpx.Timeout(self.read_timeout, connect=self.connect_timeout)
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
+            return await read_balance(http, self.effective_query_base_url(), api_key)
+
+
+def _overridden(value: str, default: str, variable: str, field: str) -> str:
+    """`value`, or the environment `variable` when `value` is the default; warned once per process."""
+    override = os.environ.get(variable, "").strip()
+    if not override or _same_url(override, default) or not _same_url(value, default):
+        return value
+    if (override, value) not in _told:
+        _told.add((override, value))
+        run_logger("prefect_comet.credentials").warning(
+            "%s=%s is set, so it is used instead of the credentials block's default %s %s. "
+            "To reach %s with this block, unset %s; to pin another URL, save the block with %s.",
+            variable, redact_url(override), field, default, default, variable, field,
+        )
+    return override
 
 
 def _same_url(first: str, second: str) -> bool:

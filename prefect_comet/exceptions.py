@@ -21,7 +21,8 @@ CometAPIError                     task_id, status_code, code, request_id
 ├── StorageError                  the destination or a ledger cannot be written (disk full, no access)
 ├── LedgerDamagedError            a ledger record cannot be read (path, key); the sidecar still holds the id
 ├── BatchFailedError              some jobs of a batch failed (failed_count, manifest_uri)
-└── CannotSuspendError            wait="suspend" outside a top-level deployment run
+├── CannotSuspendError            wait="suspend" outside a top-level deployment run
+└── BudgetExceededError           the estimate or the spend would pass max_spend_usd or the balance
 
 StillRendering                    not an error: with wait="suspend", a job is not done yet
 ```
@@ -198,6 +199,10 @@ class BatchFailedError(CometAPIError):
 
 class CannotSuspendError(CometAPIError):
     """`wait="suspend"` asked of a run that cannot suspend: a local run, a subflow, a task."""
+
+
+class BudgetExceededError(CometAPIError):
+    """A run's estimate, or its next job, would pass `max_spend_usd` or the account's balance."""
 
 
 # A signal, not an error (like Prefect's own `Pause`): no `except Exception` on its way up

@@ -6,7 +6,9 @@ import time
 from collections.abc import Callable
 
 from prefect import flow
+from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
+from prefect.exceptions import ObjectNotFound
 from prefect.logging import get_run_logger
 
 from prefect_comet.api.client import OnRefused
@@ -23,6 +25,7 @@ from prefect_comet.exceptions import (
 )
 from prefect_comet.models import StoredVideo, VideoJob
 from prefect_comet.options import DEFAULT_DESTINATION, DEFAULTS, GenerationOptions, IfOutcomeUnknown, WaitMode
+from prefect_comet.steps.budget import Budget, PricePerJob
 from prefect_comet.steps.create_once import idempotency_key_for
 from prefect_comet.steps.ledger import JobLedger
 from prefect_comet.steps.storage_errors import ensure_writable, unusable_destination
@@ -47,6 +50,9 @@ async def generate_video(
     strict_output: bool = DEFAULTS.strict_output,
     wait: WaitMode = DEFAULTS.wait,
     callback_base_url: str | None = DEFAULTS.callback_base_url,
+    max_spend_usd: float | None = None,
+    price_per_job_usd: PricePerJob | None = None,
+    create_rate_limit: str | None = DEFAULTS.create_rate_limit,
 ) -> StoredVideo:
     """Generate one video and store it, verified, under `destination`, paying at most once.
 
@@ -83,6 +89,14 @@ async def generate_video(
             the wait ends at its callback; polling goes on, slowly, as the source of truth.
             Needs a callback secret (the block's `callback_secret` or
             `COMETAPI_CALLBACK_SECRET`). Omni has no callbacks: ignored there.
+        max_spend_usd: Refuse (before paying, `BudgetExceededError`) a job whose price
+            passes this or the account's balance (read from CometAPI's query service).
+        price_per_job_usd: The job's price: one number, or prices by `model`,
+            `model/mode`, `model/duration`, `model/mode/duration` or `*` (no price API is
+            documented: take them from CometAPI's model page).
+        create_rate_limit: A Prefect global concurrency limit with slot decay; the paid
+            create takes one slot (`prefect gcl create NAME --limit 500
+            --slot-decay-per-second 0.00579` keeps every flow of an account under 500 a day).
 
     Returns:
         The stored video: URI, SHA-256, size and the frame size and duration read from it.
@@ -106,6 +120,10 @@ async def generate_video(
     check_callbacks(credentials, options)
     if options.wait == "suspend":
         require_suspendable()
+    await require_rate_limit(options.create_rate_limit)
+    budget = budget_for(credentials, max_spend_usd, price_per_job_usd)
+    if budget is not None:
+        await budget.check_estimate([request])
     key = idempotency_key or idempotency_key_for(request)
     while True:
         try:
@@ -133,6 +151,7 @@ async def produce_video(
     on_generated: Callable[[], None] | None = None,
     on_refused: OnRefused | None = None,
     steps_as_tasks: bool = True,
+    budget: Budget | None = None,
 ) -> StoredVideo:
     """Create (or resume) the job for a key, wait for it and store its videos.
 
@@ -152,6 +171,7 @@ async def produce_video(
             inline (`steps_as_tasks=False`), as a task's parameters are recorded.
         steps_as_tasks: Run create, wait and persist as task runs of their own. A batch
             runs each job as one task and its steps inside it: a third of the server writes.
+        budget: What the paid create must fit in (used with the steps inline).
 
     Returns:
         The stored video.
@@ -170,12 +190,13 @@ async def produce_video(
     if steps_as_tasks:
         wait, persist = wait_for_video, persist_video
         job = await create_video(
-            request, credentials, idempotency_key, ledger.uri, options.if_outcome_unknown
+            request, credentials, idempotency_key, ledger.uri, options.if_outcome_unknown, options.create_rate_limit
         )
     else:
         wait, persist = wait_for_video.fn, persist_video.fn
         job = await create_and_announce(
-            request, credentials, idempotency_key, ledger.uri, options.if_outcome_unknown, on_refused=on_refused
+            request, credentials, idempotency_key, ledger.uri, options.if_outcome_unknown, on_refused=on_refused,
+            rate_limit=options.create_rate_limit, budget=budget,
         )
     if on_admitted:
         on_admitted()
@@ -207,6 +228,42 @@ async def produce_video(
     )
     ledger.record_outcome(idempotency_key, stored=stored)
     return _checked(stored, options)
+
+
+def budget_for(
+    credentials: CometAPICredentials | None, max_spend_usd: float | None, prices: PricePerJob | None
+) -> Budget | None:
+    """The run's budget when a cap or prices are given (the balance is read only then)."""
+    if max_spend_usd is None and prices is None:
+        return None
+    if max_spend_usd is not None and max_spend_usd < 0:
+        raise ValueError(f"max_spend_usd: must be 0 or more, got {max_spend_usd}")
+
+    async def read_balance() -> float | None:
+        block = credentials or CometAPICredentials.from_env()
+        return (await block.get_balance()).balance_usd
+
+    return Budget(max_spend_usd, prices, read_balance)
+
+
+async def require_rate_limit(name: str | None) -> None:
+    """Refuse a create rate limit that does not exist or has no slot decay, before anything is paid.
+
+    Raises:
+        ValueError: Naming the limit and how to create it.
+    """
+    if not name:
+        return
+    async with get_client() as client:
+        try:
+            limit = await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            limit = None
+    if limit is None or not limit.slot_decay_per_second:
+        raise ValueError(
+            f"create_rate_limit: {name!r} must be a global concurrency limit with slot decay; create it "
+            f"first (prefect gcl create {name} --limit 500 --slot-decay-per-second 0.00579 for 500 a day)"
+        )
 
 
 def block_name(credentials: CometAPICredentials | None) -> str | None:

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 
 class VideoStatus(str, Enum):
@@ -60,6 +60,8 @@ class VideoJob(BaseModel):
         external_task_id: The user-defined task id (Kling).
         idempotency_key: The key the job was created under.
         request: The request that created the job, as sent (images summarised).
+        cost_units: The units the server says it deducted for the job (Kling's
+            `final_unit_deduction`), when it says so; None when it does not.
 
     Example:
         ```python
@@ -82,6 +84,7 @@ class VideoJob(BaseModel):
     external_task_id: str | None = None
     idempotency_key: str | None = None
     request: dict[str, Any] = Field(default_factory=dict)
+    cost_units: float | None = None
 
     @property
     def result_urls(self) -> list[str]:
@@ -111,6 +114,8 @@ class StoredVideo(BaseModel):
         watermarked: Whether this is the watermarked copy.
         external_task_id: The user-defined task id (Kling).
         extras: Further files of the same job (more videos, watermarked copies).
+        cost_units: The units the server deducted for the job (Kling's `final_unit_deduction`),
+            when it said so.
 
     Example:
         ```python
@@ -137,6 +142,7 @@ class StoredVideo(BaseModel):
     watermarked: bool = False
     external_task_id: str | None = None
     extras: list[StoredVideo] = Field(default_factory=list)
+    cost_units: float | None = None
 
 
 class JobOutcome(BaseModel):
@@ -147,20 +153,26 @@ class JobOutcome(BaseModel):
         idempotency_key: The key its job was created under.
         provider: The API family.
         prompt: The request's prompt, if it has one.
-        status: `stored` or `failed`.
+        status: `stored`, `failed`, or `skipped` (not created: the budget was reached).
         stored: The stored video, when stored.
-        error_type: The exception's class name, when failed.
-        error: The exception's message, when failed.
+        error_type: The exception's class name, when failed (or skipped).
+        error: The exception's message, when failed; why it was skipped, when skipped.
     """
 
     index: int
     idempotency_key: str
     provider: str
     prompt: str | None = None
-    status: Literal["stored", "failed"]
+    status: Literal["stored", "failed", "skipped"]
     stored: StoredVideo | None = None
     error_type: str | None = None
     error: str | None = None
+
+    @computed_field  # written into each manifest line
+    @property
+    def cost_units(self) -> float | None:
+        """The units the server deducted for this job, when it was stored and the server said so."""
+        return self.stored.cost_units if self.stored is not None else None
 
 
 class BatchResult(BaseModel):
@@ -169,6 +181,9 @@ class BatchResult(BaseModel):
     Args:
         manifest_uri: The JSONL manifest of every outcome.
         outcomes: One outcome per request, in order.
+        spent_usd: What the batch spent in USD, when it is known.
+        balance_before_usd: The account's balance before the first create, when it was read.
+        balance_after_usd: The account's balance after the last job, when it was read.
 
     Example:
         ```python
@@ -179,6 +194,9 @@ class BatchResult(BaseModel):
 
     manifest_uri: str
     outcomes: list[JobOutcome]
+    spent_usd: float | None = None
+    balance_before_usd: float | None = None
+    balance_after_usd: float | None = None
 
     @property
     def stored_count(self) -> int:
@@ -189,3 +207,15 @@ class BatchResult(BaseModel):
     def failed_count(self) -> int:
         """How many jobs failed."""
         return sum(outcome.status == "failed" for outcome in self.outcomes)
+
+
+    @property
+    def skipped_count(self) -> int:
+        """How many jobs were not created because the budget was reached."""
+        return sum(outcome.status == "skipped" for outcome in self.outcomes)
+
+    @property
+    def cost_units(self) -> float | None:
+        """The units the server deducted for the stored jobs, or None when it reported none."""
+        units = [outcome.cost_units for outcome in self.outcomes if outcome.cost_units is not None]
+        return sum(units) if units else None

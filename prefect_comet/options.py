@@ -36,6 +36,9 @@ class GenerationOptions(BaseModel):
             jobs then carry a per-job `callback_url`, and a waiting job wakes on its callback.
         callback_poll_interval_seconds: With callbacks, the slow poll that stays the source
             of truth (callbacks can be lost).
+        create_rate_limit: The name of a Prefect global concurrency limit with slot decay;
+            each paid create takes a slot, so every flow and worker of an account together
+            stays under it (e.g. 500 creates a day).
 
     Example:
         ```python
@@ -58,6 +61,7 @@ class GenerationOptions(BaseModel):
     callback_base_url: str | None = None
     # Few enough requests that a two-minute job costs at most five looks with callbacks.
     callback_poll_interval_seconds: float = Field(default=40.0, gt=0)
+    create_rate_limit: str | None = None
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, Any]) -> GenerationOptions:

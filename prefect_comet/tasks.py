@@ -1,4 +1,4 @@
-"""The three Prefect tasks: create a video job, wait for it, persist its files.
+"""The Prefect tasks: create a video job, wait for it, persist its files; check the balance.
 
 Each is a thin wrapper over its step in `steps/` that adds the run's logs, events and
 artifacts. The tasks are async. In an async flow, await them; in a sync flow, use
@@ -17,11 +17,13 @@ from prefect.settings import PREFECT_HOME
 
 from prefect_comet.api.client import OnRefused
 from prefect_comet.api.families import VideoRequest
+from prefect_comet.api.quota import AccountBalance
 from prefect_comet.callbacks.wakeups import callback_wakeups
 from prefect_comet.credentials import CometAPICredentials, borrow_client
 from prefect_comet.exceptions import GenerationFailedError
 from prefect_comet.models import StoredVideo, VideoJob
 from prefect_comet.options import DEFAULT_DESTINATION, DEFAULTS, IfOutcomeUnknown
+from prefect_comet.steps.budget import Budget
 from prefect_comet.steps.create_once import create_once, idempotency_key_for
 from prefect_comet.steps.ledger import JobLedger
 from prefect_comet.steps.poll_cadence import PollPolicy
@@ -41,6 +43,7 @@ async def create_video(
     idempotency_key: str | None = None,
     ledger_uri: str | None = None,
     if_outcome_unknown: IfOutcomeUnknown = DEFAULTS.if_outcome_unknown,
+    rate_limit: str | None = None,
 ) -> VideoJob:
     """Create the job for a request once per idempotency key, or resume the known one.
 
@@ -55,6 +58,8 @@ async def create_video(
         if_outcome_unknown: When a create may have reached the server without an answer
             and the job cannot be found by key: `"fail"` (raise, pay nothing twice) or
             `"recreate"` (send again).
+        rate_limit: A Prefect global concurrency limit with slot decay: each paid create
+            takes one slot (e.g. 500 a day for every flow of the account); a resumed job none.
 
     Returns:
         The job; its `task_id` is what every later step needs.
@@ -65,7 +70,7 @@ async def create_video(
         ```
     """
     return await create_and_announce(
-        request, credentials, idempotency_key, ledger_uri, if_outcome_unknown, on_refused=None
+        request, credentials, idempotency_key, ledger_uri, if_outcome_unknown, on_refused=None, rate_limit=rate_limit
     )
 
 
@@ -77,6 +82,8 @@ async def create_and_announce(
     if_outcome_unknown: IfOutcomeUnknown,
     *,
     on_refused: OnRefused | None,
+    rate_limit: str | None = None,
+    budget: Budget | None = None,
 ) -> VideoJob:
     """The body of `create_video`, also run inside a batch's job task with its refusal hook.
 
@@ -87,6 +94,8 @@ async def create_and_announce(
         ledger_uri: The ledger folder; under PREFECT_HOME when None.
         if_outcome_unknown: See `create_video`.
         on_refused: What a refused create (429) waits for; see `CometClient.create`.
+        rate_limit: See `create_video`.
+        budget: What a paid create must fit in (a batch's `max_spend_usd`).
 
     Returns:
         The job.
@@ -101,6 +110,8 @@ async def create_and_announce(
             ledger=JobLedger(ledger_uri or str(home / "comet-ledger")),
             if_outcome_unknown=if_outcome_unknown,
             on_refused=on_refused,
+            budget=budget,
+            rate_limit=rate_limit,
             # Where a task id goes when the ledger cannot take it (a full or unwritable disk).
             backup=JobLedger(str(home / "comet-ledger-backup")),
         )
@@ -222,3 +233,47 @@ async def persist_video(
         await publish_video(stored, job)
     emit_video_event("persisted", job, stored=stored)
     return stored
+
+
+# NO_CACHE: a balance is a reading of the moment; a cached one would hide what was spent since.
+@task(name="check-balance", cache_policy=NO_CACHE)
+async def check_balance(credentials: CometAPICredentials | None = None) -> AccountBalance:
+    """Read the account's balance and usage from CometAPI's query service, and log them.
+
+    The query service takes the key in its URL, so that URL is never logged or kept; the
+    log says the balance, the usage and the number of requests.
+
+    Args:
+        credentials: The CometAPI block; `COMETAPI_KEY` is used when omitted.
+
+    Returns:
+        The balance (`balance_usd`, None when unlimited), usage and each key's figures.
+
+    Example:
+        ```python
+        balance = await check_balance(CometAPICredentials.load("comet"))
+        if balance.balance_usd is not None and balance.balance_usd < 5:
+            raise RuntimeError("Top up the CometAPI account first.")
+        ```
+    """
+    logger = get_run_logger()
+    block = credentials if credentials is not None else CometAPICredentials.from_env()
+    balance = await block.get_balance()
+    left = "unlimited" if balance.unlimited else _usd(balance.balance_usd)
+    logger.info(
+        "CometAPI balance: %s; used: %s over %s requests%s.",
+        left, _usd(balance.used_usd),
+        "an unknown number of" if balance.request_count is None else balance.request_count,
+        f" (account {balance.username})" if balance.username else "",
+    )
+    for key in balance.api_keys:
+        logger.info(
+            "Key %s: %s left, %s used.",
+            key.name or "(unnamed)", "unlimited" if key.unlimited else _usd(key.remain_usd),
+            _usd(key.used_usd),
+        )
+    return balance
+
+
+def _usd(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.2f} USD"

@@ -1,4 +1,4 @@
-"""Read values out of server answers without trusting them: ids, statuses, progress, times.
+"""Read values out of server answers without trusting them: ids, statuses, progress, times, costs.
 
 Odd data never crashes a job: a value out of range or of the wrong type is dropped (None),
 with a warning on the `prefect_comet.api` logger naming the field and the task id. Only an
@@ -133,6 +133,26 @@ def parse_seconds(raw: Any, *, field: str = "duration", task_id: str | None = No
     if value is not None and value < 0:
         return _dropped(raw, field, task_id)
     return value
+
+
+def parse_units(raw: Any, *, field: str = "final_unit_deduction", task_id: str | None = None) -> float | None:
+    """Read a cost in units (Kling sends `"1"`, `"0.5"`); negative or non-finite values are dropped.
+
+    Args:
+        raw: The value the server sent: a number or a numeric string.
+        field: The field's name, for the warning.
+        task_id: The job's task id, for the warning.
+
+    Returns:
+        The units, or None when absent, not a number, not finite or negative.
+
+    Example:
+        ```python
+        parse_units("1.5")  # 1.5
+        parse_units("free", task_id="t1")  # None, and a warning
+        ```
+    """
+    return parse_seconds(raw.strip() if isinstance(raw, str) else raw, field=field, task_id=task_id)
 
 
 def text_value(raw: Any, *, field: str, task_id: str | None = None) -> str | None:

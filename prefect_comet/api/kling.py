@@ -12,6 +12,7 @@ from prefect_comet.api.answers import (
     parse_progress,
     parse_seconds,
     parse_timestamp,
+    parse_units,
     reason_text,
     task_path,
     text_value,
@@ -148,7 +149,20 @@ def _job_from_data(data: dict[str, Any], *, task_id: str | None = None) -> Video
         external_task_id=text_value(
             task_info.get("external_task_id"), field="task_info.external_task_id", task_id=found_id
         ),
+        cost_units=_units(outer, native, found_id),
     )
+
+
+def _units(outer: dict[str, Any], native: dict[str, Any], task_id: str) -> float | None:
+    """Kling's `final_unit_deduction` (a string of units): the native object's, else the outer one's.
+
+    REFERENCE.md section 4: whether CometAPI passes it through is not known, so it is kept
+    when present, wherever a wrapped answer puts it. Omni answers document no cost field.
+    """
+    for source in (native, outer):
+        if source.get("final_unit_deduction") not in (None, ""):
+            return parse_units(source["final_unit_deduction"], task_id=task_id)
+    return None
 
 
 def _text(data: dict[str, Any], field: str, task_id: str) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prefect import flow, task
@@ -19,9 +19,10 @@ from prefect_comet.batch.manifest import outcome_of, write_manifest
 from prefect_comet.batch.parallel_limit import AdaptiveWindow, Patience, account_slot, require_limit
 from prefect_comet.credentials import CometAPICredentials, borrow_client
 from prefect_comet.exceptions import BatchFailedError, LedgerDamagedError, StillRendering
-from prefect_comet.flows import block_name, check_callbacks, produce_video
+from prefect_comet.flows import block_name, budget_for, check_callbacks, produce_video, require_rate_limit
 from prefect_comet.models import BatchResult, JobOutcome, StoredVideo, VideoJob
 from prefect_comet.options import DEFAULT_DESTINATION, DEFAULTS, GenerationOptions, IfOutcomeUnknown, WaitMode
+from prefect_comet.steps.budget import Budget, PricePerJob
 from prefect_comet.steps.create_once import idempotency_key_for
 from prefect_comet.steps.ledger import JobLedger
 from prefect_comet.suspension.suspend import require_suspendable, suspend_until_done
@@ -48,6 +49,9 @@ async def generate_videos(
     wait: WaitMode = DEFAULTS.wait,
     resume_batch_size: int | None = None,
     callback_base_url: str | None = DEFAULTS.callback_base_url,
+    max_spend_usd: float | None = None,
+    price_per_job_usd: PricePerJob | None = None,
+    create_rate_limit: str | None = DEFAULTS.create_rate_limit,
 ) -> BatchResult:
     """Generate many videos with at most `max_in_flight` jobs running at once.
 
@@ -95,6 +99,13 @@ async def generate_videos(
         resume_batch_size: With `wait="suspend"`, resume once this many of the rendering
             jobs are done (default: all of them).
         callback_base_url: See `generate_video`: Kling jobs call back a receiver there.
+        max_spend_usd: The most the batch may spend. Before the first create, the estimate
+            (`price_per_job_usd` × jobs) is checked against it and against the account's
+            balance: over either, nothing is created (`BudgetExceededError`). During the
+            batch, no job is created once the spend (the balance's fall, or the prices when
+            the balance is unknown) would pass it: those jobs are `skipped` in the manifest.
+        price_per_job_usd: See `generate_video`.
+        create_rate_limit: See `generate_video`: shared by every flow of the account.
 
     Returns:
         Every job's outcome and the manifest's URI.
@@ -123,7 +134,14 @@ async def generate_videos(
         max_in_flight, concurrency_limit,
     )
     check_callbacks(credentials, plan.options)
+    await require_rate_limit(plan.options.create_rate_limit)
     context = FlowRunContext.get()
+    budget = budget_for(credentials, max_spend_usd, price_per_job_usd)
+    if budget is not None:
+        if not isinstance(context.task_runner, ThreadPoolTaskRunner):
+            raise ValueError("max_spend_usd: a budget needs the default task runner (one process admits every create)")
+        await budget.check_estimate([item.request for item in items])
+    plan = replace(plan, budget=budget)
     if wait == "suspend":
         require_suspendable()  # before anything is paid
         outcomes = await _run_suspending(plan, resume_batch_size or max_in_flight)
@@ -134,9 +152,17 @@ async def generate_videos(
     result = BatchResult(
         manifest_uri=write_manifest(destination, str(context.flow_run.id), outcomes), outcomes=outcomes
     )
+    if budget is not None:
+        result = result.model_copy(update={
+            "spent_usd": await budget.spent_usd(),
+            "balance_before_usd": budget.balance_before_usd,
+            "balance_after_usd": budget.balance_after_usd,
+        })
     await publish_batch_table(result)
     get_run_logger().info(
-        "Batch done: %s stored, %s failed; manifest %s", result.stored_count, result.failed_count, result.manifest_uri
+        "Batch done: %s stored, %s failed, %s skipped; spent %s; manifest %s", result.stored_count,
+        result.failed_count, result.skipped_count,
+        "unknown" if result.spent_usd is None else f"${result.spent_usd:.2f}", result.manifest_uri,
     )
     if result.failed_count and not allow_partial:
         raise BatchFailedError(
@@ -161,6 +187,7 @@ class _Plan:
     options: GenerationOptions
     max_in_flight: int
     concurrency_limit: str | None
+    budget: Budget | None = None
 
     def outcome(
         self, index: int, *, stored: StoredVideo | None = None, error: BaseException | None = None
@@ -184,6 +211,7 @@ async def _run_here(plan: _Plan) -> list[JobOutcome]:
                     plan.credentials,
                     plan.options,
                     ledger_uri=plan.ledger_uri,
+                    budget=plan.budget,
                     on_refused=slot.on_refused,
                     on_admitted=slot.admitted,
                     on_generated=slot.release,
@@ -209,6 +237,7 @@ async def _generate_one(
     options: GenerationOptions,
     concurrency_limit: str | None = None,
     ledger_uri: str | None = None,
+    budget: Budget | None = None,
     on_refused: OnRefused | None = None,
     on_admitted: Callable[[], None] | None = None,
     on_generated: Callable[[], None] | None = None,
@@ -233,6 +262,7 @@ async def _generate_one(
                 on_generated=on_generated,
                 on_refused=on_refused,
                 steps_as_tasks=False,
+                budget=budget,
             )
         except StillRendering as still:  # not a failure: the run suspends until it is done
             return still.job
@@ -255,7 +285,7 @@ async def _run_suspending(plan: _Plan, resume_batch_size: int) -> list[JobOutcom
             try:
                 result = await _generate_one(
                     index, plan.items[index].request, plan.keys[index], plan.destination, plan.credentials,
-                    plan.options, plan.concurrency_limit, plan.ledger_uri,
+                    plan.options, plan.concurrency_limit, plan.ledger_uri, plan.budget,
                 )
             except Exception as error:
                 outcomes[index] = plan.outcome(index, error=error)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from prefect_comet._files import filesystem_for, uri_for, write_atomically
 from prefect_comet.batch.inputs import BatchItem
+from prefect_comet.exceptions import BudgetExceededError
 from prefect_comet.models import JobOutcome, StoredVideo
 
 
@@ -17,7 +18,7 @@ def outcome_of(
     stored: StoredVideo | None = None,
     error: BaseException | None = None,
 ) -> JobOutcome:
-    """The manifest line of one request: stored (with its video) or failed (with the error).
+    """The manifest line of one request: stored (with its video), skipped by the budget or failed (with the error).
 
     Example:
         ```python
@@ -29,7 +30,7 @@ def outcome_of(
         idempotency_key=key,
         provider=item.request.provider,
         prompt=getattr(item.request, "prompt", None),
-        status="stored" if stored is not None else "failed",
+        status="stored" if stored is not None else "skipped" if isinstance(error, BudgetExceededError) else "failed",
         stored=stored,
         error_type=type(error).__name__ if error else None,
         error=str(error) if error else None,

@@ -47,6 +47,17 @@ Emulator = Annotated[bool, typer.Option("--emulator", help="Run against a local 
 Latency = Annotated[
     float, typer.Option("--latency", metavar="SECONDS", help="With --emulator: how long a generation takes.")
 ]
+MaxSpend = Annotated[
+    float | None,
+    typer.Option(
+        "--max-spend-usd", metavar="USD", min=0,
+        help="Refuse what would spend more (checked against the estimate and the account's balance first).",
+    ),
+]
+PricePerJob = Annotated[
+    float | None,
+    typer.Option("--price-per-job-usd", metavar="USD", min=0, help="The price of one job, for the estimate."),
+]
 
 
 class GlobalOptions:

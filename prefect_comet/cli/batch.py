@@ -16,6 +16,8 @@ from prefect_comet.cli._common import (
     Emulator,
     Latency,
     Ledger,
+    MaxSpend,
+    PricePerJob,
     fail,
     prepare_run,
 )
@@ -43,6 +45,8 @@ def batch(
     block: Block = None,
     emulator: Emulator = False,
     latency: Latency = 3.0,
+    max_spend_usd: MaxSpend = None,
+    price_per_job_usd: PricePerJob = None,
 ) -> None:
     """Generate a video for every request in FILE; print one line per outcome and the manifest."""
     try:
@@ -61,6 +65,8 @@ def batch(
             batch_key=key,
             ledger_uri=ledger,
             poll_interval_seconds=poll_interval,
+            max_spend_usd=max_spend_usd,
+            price_per_job_usd=price_per_job_usd,
         ),
         emulator=emulator,
         latency=latency,

@@ -9,7 +9,7 @@ import typer
 from prefect_comet.api.families import VideoRequest
 from prefect_comet.api.kling_request import KlingOmniVideoRequest
 from prefect_comet.api.omni_request import OmniVideoRequest
-from prefect_comet.cli._common import Block, Destination, Emulator, Latency, Ledger, prepare_run
+from prefect_comet.cli._common import Block, Destination, Emulator, Latency, Ledger, MaxSpend, PricePerJob, prepare_run
 from prefect_comet.flows import generate_video
 from prefect_comet.options import DEFAULT_DESTINATION
 from prefect_comet.testing.terminal import run_pipeline
@@ -34,6 +34,8 @@ def generate(
     block: Block = None,
     emulator: Emulator = False,
     latency: Latency = 3.0,
+    max_spend_usd: MaxSpend = None,
+    price_per_job_usd: PricePerJob = None,
     ledger: Ledger = None,
     key: Annotated[
         str | None,
@@ -56,6 +58,8 @@ def generate(
             idempotency_key=key,
             ledger_uri=ledger,
             poll_interval_seconds=poll_interval,
+            max_spend_usd=max_spend_usd,
+            price_per_job_usd=price_per_job_usd,
         ),
         emulator=emulator,
         latency=latency,

@@ -9,7 +9,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from prefect.concurrency.asyncio import rate_limit as prefect_rate_limit
 
 from prefect_comet import exceptions as exc
 from prefect_comet._logging import run_logger
@@ -17,6 +22,7 @@ from prefect_comet.api.client import CometClient, OnRefused
 from prefect_comet.api.families import VideoRequest, provider_for
 from prefect_comet.models import VideoJob, VideoStatus
 from prefect_comet.options import IfOutcomeUnknown
+from prefect_comet.steps.budget import Budget
 from prefect_comet.steps.ledger import JobLedger, LedgerRecord, request_fingerprint
 
 # Create failures that prove the server did not take the job (the client raises
@@ -81,6 +87,8 @@ async def create_once(
     if_outcome_unknown: IfOutcomeUnknown = "fail",
     on_refused: OnRefused | None = None,
     backup: JobLedger | None = None,
+    budget: Budget | None = None,
+    rate_limit: str | None = None,
 ) -> VideoJob:
     """Return the job for `idempotency_key`: the one the ledger knows, or a newly created one.
 
@@ -106,6 +114,10 @@ async def create_once(
         on_refused: Asked when the server refuses the create (429, Kling 1303): True
             resends (the caller waited for room), False leaves it to the client's back-off.
         backup: A second ledger (on this machine) for a task id the ledger cannot take.
+        budget: What a paid create must fit in; a job it cannot cover is not created
+            (`BudgetExceededError`) and its key stays free.
+        rate_limit: A Prefect global concurrency limit with slot decay, one slot taken per
+            paid create (resumed jobs take none).
 
     Returns:
         The job (new, or resumed by task id).
@@ -114,12 +126,12 @@ async def create_once(
     fingerprint = request_fingerprint(_what_is_paid_for(request))
     fresh = LedgerRecord(key=idempotency_key, provider=provider.name, request_sha256=fingerprint, state="creating")
     if ledger is None:
-        return await _send(client, request, fresh, None, None, on_refused)
+        return await _send(client, request, fresh, None, None, on_refused, _Paid(budget, rate_limit))
     while True:
         record = await _settled(ledger, idempotency_key, backup)
         if record is None:
             if ledger.claim(fresh):
-                return await _send(client, request, fresh, ledger, backup, on_refused)
+                return await _send(client, request, fresh, ledger, backup, on_refused, _Paid(budget, rate_limit))
             continue  # another run claimed the key a moment ago: follow its record
         if record.request_sha256 != fingerprint:
             raise exc.IdempotencyKeyReusedError(
@@ -137,7 +149,7 @@ async def create_once(
         if if_outcome_unknown == "fail":
             raise _unknown(idempotency_key, f"a create was started at {record.created_at:%Y-%m-%d %H:%M:%S} UTC")
         resent = ledger.put(record.model_copy(update={"state": "creating"}))  # this run holds the key now
-        return await _send(client, request, resent, ledger, backup, on_refused)
+        return await _send(client, request, resent, ledger, backup, on_refused, _Paid(budget, rate_limit))
 
 
 async def _settled(ledger: JobLedger, key: str, backup: JobLedger | None) -> LedgerRecord | None:
@@ -175,6 +187,7 @@ async def _send(
     ledger: JobLedger | None,
     backup: JobLedger | None,
     on_refused: OnRefused | None,
+    paid: _Paid,
 ) -> VideoJob:
     """Send the create once for a claimed key, and record what came of it."""
     key = record.key
@@ -185,7 +198,8 @@ async def _send(
         return await on_refused(retry_after) if on_refused is not None else False
 
     try:
-        job = await provider_for(request).create(client, request, idempotency_key=key, on_refused=refused)
+        async with paid.admitted(request):
+            job = await provider_for(request).create(client, request, idempotency_key=key, on_refused=refused)
     except exc.CreateOutcomeUnknownError as error:
         # "recreate" replaces an earlier unknown outcome once; this send's own unknown
         # outcome is never resent on the spot, or one call could pay twice.
@@ -197,12 +211,27 @@ async def _send(
         # HTTP 200 with an unusable body: the server took (and bills) the job.
         _mark_unknown(ledger, record)
         raise _unknown(key, f"the server accepted it but answered: {error}") from error
-    except _REFUSED:
+    except (*_REFUSED, exc.BudgetExceededError):
         if ledger:  # a refusal proves the server did not take the job: the key is free again
             ledger.forget(key)
         raise
     run_logger().info("CometAPI created %s task %s for idempotency key %s.", job.provider, job.task_id, key)
     return _remember(ledger, record, job, backup)
+
+
+@dataclass(frozen=True)
+class _Paid:
+    """What a paid create must pass first: the budget, then a slot of the create rate limit."""
+
+    budget: Budget | None
+    rate_limit: str | None
+
+    @asynccontextmanager
+    async def admitted(self, request: VideoRequest) -> AsyncIterator[None]:
+        async with self.budget.admitted(request) if self.budget else nullcontext():
+            if self.rate_limit:
+                await prefect_rate_limit(self.rate_limit, strict=True)
+            yield
 
 
 def _remember(ledger: JobLedger | None, record: LedgerRecord, job: VideoJob, backup: JobLedger | None) -> VideoJob:

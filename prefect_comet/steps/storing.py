@@ -159,6 +159,7 @@ async def _store_one(
         video_id=source.output.video_id,
         watermarked=source.output.watermarked,
         external_task_id=job.external_task_id,
+        cost_units=job.cost_units,
     )
 
 

@@ -101,9 +101,10 @@ def emulated_api(latency: float = 3.0) -> Iterator[str]:
     """
     from prefect_comet.testing.emulator import CometEmulator
 
-    earlier = {name: os.environ.get(name) for name in ("COMETAPI_BASE_URL", "COMETAPI_KEY")}
+    earlier = {name: os.environ.get(name) for name in ("COMETAPI_BASE_URL", "COMETAPI_QUERY_BASE_URL", "COMETAPI_KEY")}
     with CometEmulator(latency=latency) as emulator:
         os.environ["COMETAPI_BASE_URL"] = emulator.base_url
+        os.environ["COMETAPI_QUERY_BASE_URL"] = emulator.base_url  # it serves the balance too
         os.environ["COMETAPI_KEY"] = "sk-emulator"
         print(f"CometAPI emulator at {emulator.base_url}")
         try:

@@ -118,6 +118,8 @@ def _payload(job: VideoJob, stored: StoredVideo | None, error: str | None) -> di
         "model": job.model,
         "external_task_id": job.external_task_id,
         "error": (error or job.error or "")[:MAX_ERROR_CHARS] or None,
+        # The units the server deducted (Kling's final_unit_deduction), once it says so.
+        "cost_units": job.cost_units if job.cost_units is not None else (stored.cost_units if stored else None),
     }
     if stored is not None:
         payload.update(

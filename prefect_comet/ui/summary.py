@@ -91,6 +91,7 @@ def summary_markdown(stored: StoredVideo, job: VideoJob, *, poster: bytes | None
     ]
     if stored.external_task_id:
         lines.append(f"- **External task id**: `{_code(stored.external_task_id)}`")
+    lines.append(f"- **Cost**: {_units(_cost_units(stored, job))}")
     lines += [
         f"- **Storage**: `{_code(redact_url(stored.uri))}`",
         "",
@@ -130,7 +131,8 @@ def summary_markdown(stored: StoredVideo, job: VideoJob, *, poster: bytes | None
 
 
 async def publish_batch_table(result: BatchResult) -> None:
-    """Publish a batch's outcomes as the `video-batch` table artifact, one row per job.
+    """Publish a batch's outcomes: the `video-batch` table, one row per job, and the
+    `video-batch-cost` markdown summary (counts, units, spend, balance before and after).
 
     Args:
         result: The batch's outcomes and manifest.
@@ -147,6 +149,7 @@ async def publish_batch_table(result: BatchResult) -> None:
             "prompt": (outcome.prompt or "")[:60],
             "task id": outcome.stored.task_id if outcome.stored else "",
             "uri": outcome.stored.uri if outcome.stored else "",
+            "units": "" if outcome.cost_units is None else f"{outcome.cost_units:g}",
             "mismatch": "; ".join(outcome.stored.mismatches) if outcome.stored else "",
             "error": (outcome.error or "")[:120],
         }
@@ -156,6 +159,58 @@ async def publish_batch_table(result: BatchResult) -> None:
         await acreate_table_artifact(table=rows, key="video-batch", description=f"Manifest: {result.manifest_uri}")
     except Exception as error:  # artifact trouble never fails a batch
         warn("Could not publish the batch table artifact: %s", error)
+    try:
+        await acreate_markdown_artifact(
+            markdown=batch_cost_markdown(result),
+            key="video-batch-cost",
+            description="What the batch did and spent",
+        )
+    except Exception as error:
+        warn("Could not publish the batch cost summary artifact: %s", error)
+
+
+def batch_cost_markdown(result: BatchResult) -> str:
+    """The markdown of a batch's final summary: jobs, stored, failed, skipped, units, spend, balance.
+
+    A figure the batch does not know (no units reported, no balance read) shows as `unknown`.
+
+    Args:
+        result: The batch's outcomes, with `spent_usd` and the balance before and after when known.
+
+    Returns:
+        Markdown text.
+
+    Example:
+        ```python
+        print(batch_cost_markdown(result))
+        ```
+    """
+    rows = [
+        ("Jobs", str(len(result.outcomes))),
+        ("Stored", str(result.stored_count)),
+        ("Failed", str(result.failed_count)),
+        ("Skipped (budget reached)", str(result.skipped_count)),
+        ("Units deducted", _units(result.cost_units)),
+        ("Spent", _usd(result.spent_usd)),
+        ("Balance before", _usd(result.balance_before_usd)),
+        ("Balance after", _usd(result.balance_after_usd)),
+    ]
+    lines = ["## Video batch", "", "| | |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    lines += ["", f"Manifest: `{_code(redact_url(result.manifest_uri))}`"]
+    return "\n".join(lines) + "\n"
+
+
+def _cost_units(stored: StoredVideo, job: VideoJob) -> float | None:
+    return stored.cost_units if stored.cost_units is not None else job.cost_units
+
+
+def _units(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:g} units"
+
+
+def _usd(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.2f} USD"
 
 
 def _all_mismatches(stored: StoredVideo) -> list[str]:

@@ -6,8 +6,9 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode
 
-from . import routes_kling, routes_omni
+from . import routes_kling, routes_omni, routes_quota
 from .faults import REDIRECT_LOOP_PATH, bend_after, respond_before
 from .files import serve_file
 from .models import RecordedRequest
@@ -77,6 +78,8 @@ ROUTES = [
         _files,
         needs_key=False,
     ),
+    # The query service takes the key in the query string and checks it itself.
+    Route("user.quota", re.compile(r"/user/quota/?"), frozenset({"GET"}), routes_quota.quota, needs_key=False),
     Route(
         "redirect_loop",
         re.compile(rf"{REDIRECT_LOOP_PATH}/(?P<hop>\d+)"),
@@ -105,10 +108,18 @@ def _record(state: EmulatorState, request: Request, route: Route | None, fault: 
     name = route.name if route else None
     state.requests.append(
         RecordedRequest(
-            request.method, request.path, name, headers, request.query_string, fault, time.time(),
+            request.method, request.path, name, headers, redacted_query(request.query_string), fault, time.time(),
             request.body if "json" in request.headers.get("content-type", "") else b"",
         )
     )
+
+
+def redacted_query(query: str) -> str:
+    """The query string with the value of every `key` parameter (the query service's API key) redacted."""
+    if "key=" not in query:
+        return query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return urlencode([(name, "REDACTED" if name == "key" else value) for name, value in pairs])
 
 
 def make_handler(state: EmulatorState) -> Callable[[Request], Awaitable[Response]]:

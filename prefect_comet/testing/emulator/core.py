@@ -51,6 +51,15 @@ class CometEmulator:
         callback_lose_statuses: Kling statuses (e.g. `{"succeed"}`) whose callbacks are always dropped.
         callback_delay: Seconds added before each callback delivery.
         callback_seed: Seed of the random draws for `callback_loss`.
+        balance_usd: The account's starting balance in USD, served by the query service's
+            `GET /user/quota?key=...` on the same base URL (None: unlimited, served as `-1`).
+        price_per_job_usd: What each successful create (Omni and Kling) costs: it is taken
+            from the balance and added to `charged_usd`.
+        kling_units_per_job: Sent as `final_unit_deduction` in a Kling job's task data once it
+            succeeded (None leaves the field out).
+
+    The query route checks the `key` query parameter (not a bearer header) against `api_key`,
+    and the request log keeps that parameter as `key=REDACTED`.
 
     Example:
         ```python
@@ -79,11 +88,15 @@ class CometEmulator:
         callback_lose_statuses: Iterable[str] = (),
         callback_delay: float = 0.0,
         callback_seed: int = 0,
+        balance_usd: float | None = 100.0,
+        price_per_job_usd: float = 0.25,
+        kling_units_per_job: str | None = "1",
     ) -> None:
         self.settings = Settings(  # raises ValueError for a bad option
             api_key, latency, kling_parallel_limit, kling_wrapped, content_redirect, fps, pad_to_bytes,
             url_ttl, kling_wrapped_inner, omni_failure_field, callback_repeats, callback_reorder,
             callback_loss, frozenset(callback_lose_statuses), callback_delay, callback_seed,
+            balance_usd, price_per_job_usd, kling_units_per_job,
         )  # fmt: skip
         self.host, self.port = host, port
         self._faults = FaultPlan()
@@ -188,6 +201,16 @@ class CometEmulator:
         if self._callbacks is None:
             raise RuntimeError("emulator not started: use `with CometEmulator() as emu:` or emu.start()")
         return list(self._callbacks.sent)
+
+    @property
+    def charged_usd(self) -> float:
+        """What every create so far cost in USD (`price_per_job_usd` each)."""
+        return self._live.charged_usd
+
+    @property
+    def balance_usd(self) -> float | None:
+        """The balance left in USD, as the query route serves it (None: unlimited)."""
+        return self._live.balance_usd
 
     def created_per_key(self) -> dict[str, int]:
         """Jobs created per idempotency key (Omni `Idempotency-Key` header, Kling `external_task_id`)."""

@@ -33,7 +33,7 @@ from typing import Any
 from .responses import gateway_error, kling_error
 from .server import Response
 
-ROUTES = ("omni.create", "omni.retrieve", "omni.content", "kling.create", "kling.query", "files")
+ROUTES = ("omni.create", "omni.retrieve", "omni.content", "kling.create", "kling.query", "files", "user.quota")
 _JSON_ROUTES = {"omni.create", "omni.retrieve", "kling.create", "kling.query"}
 _STATUS_ROUTES = {"omni.retrieve", "kling.query"}
 _BODY_ROUTES = {"omni.content", "files"}
@@ -69,6 +69,8 @@ def applicable_kinds(route: str) -> frozenset[str]:
         kinds |= {"malformed_json", *HOSTILE_JSON_KINDS, *ODD_JSON_KINDS}
     if route in _STATUS_ROUTES:
         kinds.add("unknown_status")
+    if route == "user.quota":  # the query service's balance: errors, drops and a broken body
+        kinds.add("malformed_json")
     return frozenset(kinds)
 
 

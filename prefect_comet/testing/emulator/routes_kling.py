@@ -111,6 +111,9 @@ def native_data(
             item["duration"] = f"{job.duration_seconds:.1f}"
             videos.append(item)
         data["task_result"] = {"videos": videos}
+        if state.settings.kling_units_per_job is not None:
+            # Documented for Kling (REFERENCE.md section 4): the units deducted, as a string.
+            data["final_unit_deduction"] = state.settings.kling_units_per_job
     return data
 
 

@@ -139,7 +139,8 @@ class HttpServer:
         try:
             return await self._handler(request)
         except Exception:  # a bug in a route must not kill the connection silently
-            log.exception("emulator handler failed for %s %s", request.method, request.target)
+            # The path only: a query string may hold a key (`/user/quota?key=...`) or a signature.
+            log.exception("emulator handler failed for %s %s", request.method, request.path)
             return Response(500, [("content-type", "text/plain")], b"emulator internal error")
 
 

@@ -50,6 +50,9 @@ class Settings:
     callback_lose_statuses: frozenset[str] = frozenset()
     callback_delay: float = 0.0
     callback_seed: int = 0
+    balance_usd: float | None = 100.0
+    price_per_job_usd: float = 0.25
+    kling_units_per_job: str | None = "1"
 
     def __post_init__(self) -> None:
         if self.kling_wrapped_inner not in KLING_WRAPPED_INNER:
@@ -66,6 +69,8 @@ class Settings:
             raise ValueError("callback_delay must not be negative")
         if not set(self.callback_lose_statuses) <= set(KLING_STATUSES):
             raise ValueError(f"callback_lose_statuses must be Kling statuses: {KLING_STATUSES}")
+        if self.price_per_job_usd < 0:
+            raise ValueError("price_per_job_usd must not be negative")
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,8 @@ class EmulatorState:
             max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="comet-render"
         )
         self._renders: set[asyncio.Future[None]] = set()
+        self.charged_usd = 0.0  # what every create so far cost, at `price_per_job_usd`
+        self.balance_usd = settings.balance_usd  # None: unlimited
 
     # -- auth --------------------------------------------------------------
     def authorized(self, authorization: str | None) -> bool:
@@ -121,9 +128,20 @@ class EmulatorState:
             return False
         return self.settings.api_key is None or secrets.compare_digest(key, self.settings.api_key)
 
+    def key_matches(self, key: str | None) -> bool:
+        """Check the key the query service takes in its query string (`?key=...`)."""
+        key = (key or "").strip()
+        if not key:
+            return False
+        return self.settings.api_key is None or secrets.compare_digest(key, self.settings.api_key)
+
     # -- jobs --------------------------------------------------------------
     def add_job(self, job: EmulatedJob) -> None:
-        """Register a job, start rendering its files if it will succeed, then run `job_hooks`."""
+        """Register a job and charge for it, start rendering its files if it will succeed,
+        then run `job_hooks`."""
+        self.charged_usd += self.settings.price_per_job_usd
+        if self.balance_usd is not None:
+            self.balance_usd -= self.settings.price_per_job_usd
         self.jobs[job.task_id] = job
         if job.external_task_id is not None:
             self.external_ids[job.external_task_id] = job.task_id
