@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import secrets
@@ -59,6 +58,7 @@ if TYPE_CHECKING:
     from tests._deployments import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the stack and the checks are the deployment tests' own helpers
 SAMPLE_SECONDS = 0.25
 FINAL = ("Completed", "Failed", "Crashed", "Cancelled")
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -90,17 +90,6 @@ def _process_table() -> dict[int, tuple[int, str, float]]:
             continue
         found[int(entry.name)] = (int(fields[1]), fields[0], sum(int(v) for v in fields[11:15]) / _TICK)
     return found
-
-
-def _flow_run_id(pid: int) -> str | None:
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    for item in environ:
-        if item.startswith(b"PREFECT__FLOW_RUN_ID="):
-            return item.split(b"=", 1)[1].decode()
-    return None
 
 
 @dataclass
@@ -142,6 +131,8 @@ class Sampler:
             self._stop.wait(self.interval)
 
     def _sample(self) -> None:
+        from tests._deployments import flow_run_of  # imported by main() already: a lookup
+
         procs = _process_table()
         now, wall = time.monotonic(), time.time()
         dt, self._last = now - self._last, now
@@ -164,7 +155,7 @@ class Sampler:
             child.cpu = max(child.cpu, sum(procs[member][2] for member in tree))
             child.tree.update(tree)
             if child.run_id is None:  # the engine's environment names its flow run
-                child.run_id = next(filter(None, map(_flow_run_id, tree)), None)
+                child.run_id = next(filter(None, map(flow_run_of, tree)), None)
             key = child.run_id or f"unknown pid {pid}"
             self.seconds_by_run[key] = self.seconds_by_run.get(key, 0.0) + dt
         self.current = kids
@@ -335,7 +326,7 @@ def _last_job_done(stack: Stack, name: str, latency: float) -> float:
 
 def _check(stack: Stack, name: str, jobs: int, destination: Path, state: str) -> list[str]:
     """What is wrong with the run's outcome: final state, stored videos, creates per key."""
-    from prefect_comet.steps.ledger import LEDGER_FOLDER
+    from tests._resilience import ledger_records, uri_sha256
 
     problems = [] if state == "Completed" else [f"the run ended {state}, not Completed"]
     keys = [f"{name}-{i}" for i in range(jobs)]
@@ -346,8 +337,7 @@ def _check(stack: Stack, name: str, jobs: int, destination: Path, state: str) ->
     extra = sorted(k for k in per_key if k.startswith(f"{name}-") and k not in keys)
     if extra:
         problems.append(f"creates for unexpected keys: {extra[:5]}")
-    ledger = destination / LEDGER_FOLDER
-    records = [json.loads(p.read_text()) for p in sorted(ledger.glob("*.json"))] if ledger.is_dir() else []
+    records = ledger_records(destination)
     stored = [r for r in records if r.get("state") == "stored"]
     if len(stored) != jobs:
         problems.append(f"{len(stored)} of {jobs} ledger records stored ({sorted({r.get('state') for r in records})})")
@@ -355,7 +345,7 @@ def _check(stack: Stack, name: str, jobs: int, destination: Path, state: str) ->
     for record in stored:
         uri = record["stored"]["uri"]
         try:
-            digest = _sha256(uri)
+            digest = uri_sha256(uri)
         except OSError:
             digest = ""
         if not (digest == record["stored"]["sha256"] == stack.emulator.sha256(record["task_id"])):
@@ -366,16 +356,6 @@ def _check(stack: Stack, name: str, jobs: int, destination: Path, state: str) ->
     if sorted(m.get("status") for m in manifest) != ["stored"] * jobs:
         problems.append(f"the manifest lists {len(manifest)} entries, {sum(m.get('status') == 'stored' for m in manifest)} stored")
     return problems
-
-
-def _sha256(uri: str) -> str:
-    import fsspec
-
-    digest = hashlib.sha256()
-    with fsspec.open(uri, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -487,7 +467,6 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, videos)")
     args = parser.parse_args()
     print_machine()
-    sys.path.insert(0, str(ROOT))
     from tests._deployments import deployed_stack
 
     folder = Path(tempfile.mkdtemp(prefix="b5-"))
