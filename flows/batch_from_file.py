@@ -17,12 +17,12 @@ from typing import Literal
 
 from prefect import flow
 
-from prefect_comet import BatchResult, CometAPICredentials, generate_videos
+from prefect_comet import BatchResult, CometAPICredentials, abandon_unstored_jobs, generate_videos
 from prefect_comet.batch.inputs import file_batch_key
 from prefect_comet.testing.terminal import emulated_api, report_batch
 
 
-@flow(name="batch-from-file")
+@flow(name="batch-from-file", on_cancellation=[abandon_unstored_jobs], on_crashed=[abandon_unstored_jobs])
 async def batch_from_file(
     prompts_uri: str = "deployments/prompts.jsonl",
     destination: str = "./videos",

@@ -24,6 +24,7 @@ from prefect_comet import (
     KlingImage,
     KlingOmniVideoRequest,
     StoredVideo,
+    abandon_unstored_jobs,
     generate_video,
 )
 from prefect_comet.testing.terminal import add_run_arguments, run_pipeline
@@ -31,7 +32,7 @@ from prefect_comet.testing.terminal import add_run_arguments, run_pipeline
 DEFAULT_PROMPT = "The scene in <<<image_1>>> slowly comes to life"
 
 
-@flow(name="image-to-video")
+@flow(name="image-to-video", on_cancellation=[abandon_unstored_jobs], on_crashed=[abandon_unstored_jobs])
 async def image_to_video(
     image: str,
     prompt: str = DEFAULT_PROMPT,

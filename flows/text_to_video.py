@@ -21,14 +21,14 @@ from typing import Literal
 
 from prefect import flow
 
-from prefect_comet import CometAPICredentials, OmniVideoRequest, StoredVideo, generate_video
+from prefect_comet import CometAPICredentials, OmniVideoRequest, StoredVideo, abandon_unstored_jobs, generate_video
 from prefect_comet.api.omni_request import MAX_SECONDS, checked_resolution, checked_seconds
 from prefect_comet.testing.terminal import add_run_arguments, run_pipeline
 
 DEFAULT_PROMPT = "Ocean waves rolling onto a sandy beach at golden hour"
 
 
-@flow(name="text-to-video")
+@flow(name="text-to-video", on_cancellation=[abandon_unstored_jobs], on_crashed=[abandon_unstored_jobs])
 async def text_to_video(
     prompt: str = DEFAULT_PROMPT,
     seconds: int = 4,

@@ -29,6 +29,7 @@ from prefect_comet.credentials import CometAPICredentials
 from prefect_comet.flows import generate_video
 from prefect_comet.models import BatchResult, JobOutcome, StoredVideo, VideoJob, VideoOutput, VideoStatus
 from prefect_comet.options import GenerationOptions
+from prefect_comet.steps.abandoning import abandon_unstored_jobs
 from prefect_comet.suspension.sweep import SweepReport
 from prefect_comet.sweeper import comet_sweeper
 from prefect_comet.tasks import check_balance, create_video, persist_video, wait_for_video
@@ -58,6 +59,7 @@ __all__ = [
     "VideoOutput",
     "VideoStatus",
     "__version__",
+    "abandon_unstored_jobs",
     "check_balance",
     "comet_sweeper",
     "create_video",

@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectNotFound
 from prefect.logging import get_run_logger
 
+from prefect_comet._logging import current_flow_run_id
 from prefect_comet.api.client import OnRefused
 from prefect_comet.api.families import VideoRequest
 from prefect_comet.api.kling_request import KlingOmniVideoRequest
@@ -25,6 +25,7 @@ from prefect_comet.exceptions import (
 )
 from prefect_comet.models import StoredVideo, VideoJob
 from prefect_comet.options import DEFAULT_DESTINATION, DEFAULTS, GenerationOptions, IfOutcomeUnknown, WaitMode
+from prefect_comet.steps.abandoning import abandon_unstored_jobs
 from prefect_comet.steps.budget import Budget, PricePerJob
 from prefect_comet.steps.create_once import idempotency_key_for
 from prefect_comet.steps.ledger import JobLedger
@@ -35,7 +36,12 @@ from prefect_comet.suspension.suspend import require_suspendable, suspend_until_
 from prefect_comet.tasks import create_and_announce, create_video, persist_video, wait_for_video
 
 
-@flow(name="generate-video", flow_run_name="generate-{request.provider}-video")
+@flow(
+    name="generate-video",
+    flow_run_name="generate-{request.provider}-video",
+    on_cancellation=[abandon_unstored_jobs],
+    on_crashed=[abandon_unstored_jobs],
+)
 async def generate_video(
     request: VideoRequest,
     destination: str = DEFAULT_DESTINATION,
@@ -300,9 +306,7 @@ def with_callback_url(
     secret = check_callbacks(credentials, options)
     if secret is None or not isinstance(request, KlingOmniVideoRequest) or request.callback_url:
         return request
-    context = FlowRunContext.get()
-    run_id = str(context.flow_run.id) if context and context.flow_run else None
-    url = callback_url_for(options.callback_base_url or "", key, secret, run_id)
+    url = callback_url_for(options.callback_base_url or "", key, secret, current_flow_run_id())
     return request.model_copy(update={"callback_url": url})
 
 

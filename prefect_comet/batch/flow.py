@@ -22,6 +22,7 @@ from prefect_comet.exceptions import BatchFailedError, LedgerDamagedError, Still
 from prefect_comet.flows import block_name, budget_for, check_callbacks, produce_video, require_rate_limit
 from prefect_comet.models import BatchResult, JobOutcome, StoredVideo, VideoJob
 from prefect_comet.options import DEFAULT_DESTINATION, DEFAULTS, GenerationOptions, IfOutcomeUnknown, WaitMode
+from prefect_comet.steps.abandoning import abandon_unstored_jobs
 from prefect_comet.steps.budget import Budget, PricePerJob
 from prefect_comet.steps.create_once import idempotency_key_for
 from prefect_comet.steps.ledger import JobLedger
@@ -29,7 +30,7 @@ from prefect_comet.suspension.suspend import require_suspendable, suspend_until_
 from prefect_comet.ui.summary import publish_batch_table
 
 
-@flow(name="generate-videos")
+@flow(name="generate-videos", on_cancellation=[abandon_unstored_jobs], on_crashed=[abandon_unstored_jobs])
 async def generate_videos(
     requests: Sequence[Any] | str,
     destination: str = DEFAULT_DESTINATION,

@@ -16,7 +16,8 @@ from prefect_comet.cli._common import Destination, Ledger, ledger_for, say
 from prefect_comet.options import DEFAULT_DESTINATION
 from prefect_comet.steps.ledger import LedgerRecord
 
-STATE_STYLES = {"creating": "cyan", "unknown": "bold yellow", "created": "cyan", "stored": "green", "failed": "red"}
+STATE_STYLES = {"creating": "cyan", "unknown": "bold yellow", "created": "cyan", "stored": "green", "failed": "red",
+                "abandoned": "bold magenta"}
 
 
 class State(str, Enum):
@@ -27,6 +28,7 @@ class State(str, Enum):
     created = "created"
     stored = "stored"
     failed = "failed"
+    abandoned = "abandoned"
 
 
 def jobs(
@@ -72,8 +74,8 @@ def jobs(
     if not console.is_terminal:  # piped: wide enough that keys and paths stay whole on their line
         console.width = 240
     console.print(table)
-    if any(record.state == "created" and record.task_id for record in records):
-        print("Finish a created job (no new payment): prefect-comet resume KEY")
+    if any(record.state in ("created", "abandoned") and record.task_id for record in records):
+        print("Finish a created or abandoned job (no new payment): prefect-comet resume KEY")
     if any(record.state in ("creating", "unknown") for record in records):
         print(
             "A creating/unknown job has no task id: its create may have reached CometAPI unanswered. "

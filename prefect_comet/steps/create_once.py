@@ -17,11 +17,12 @@ from datetime import UTC, datetime
 from prefect.concurrency.asyncio import rate_limit as prefect_rate_limit
 
 from prefect_comet import exceptions as exc
-from prefect_comet._logging import run_logger
+from prefect_comet._logging import current_flow_run_id, run_logger
 from prefect_comet.api.client import CometClient, OnRefused
 from prefect_comet.api.families import VideoRequest, provider_for
 from prefect_comet.models import VideoJob, VideoStatus
 from prefect_comet.options import IfOutcomeUnknown
+from prefect_comet.steps.abandoning import label_run_with_ledger
 from prefect_comet.steps.budget import Budget
 from prefect_comet.steps.ledger import JobLedger, LedgerRecord, request_fingerprint
 
@@ -124,9 +125,13 @@ async def create_once(
     """
     provider = provider_for(request)
     fingerprint = request_fingerprint(_what_is_paid_for(request))
-    fresh = LedgerRecord(key=idempotency_key, provider=provider.name, request_sha256=fingerprint, state="creating")
+    run_id = current_flow_run_id()
+    fresh = LedgerRecord(
+        key=idempotency_key, provider=provider.name, request_sha256=fingerprint, state="creating", flow_run_id=run_id
+    )
     if ledger is None:
         return await _send(client, request, fresh, None, None, on_refused, _Paid(budget, rate_limit))
+    await label_run_with_ledger(ledger)  # before paying: a cancelled run's hook must find this ledger
     while True:
         record = await _settled(ledger, idempotency_key, backup)
         if record is None:
@@ -141,14 +146,17 @@ async def create_once(
         task_id = record.task_id or _rescued_task_id(backup, idempotency_key)
         if task_id:
             if record.task_id is None:  # found in the backup: the main ledger learns it now
-                record = _remember_id(ledger, record, task_id, backup)
+                record = _remember_id(ledger, record.model_copy(update={"flow_run_id": run_id}), task_id, backup)
+            elif record.state in ("created", "abandoned") and record.flow_run_id != run_id:
+                # This run holds the job now: if it is cancelled in turn, its hook finds the job.
+                record = ledger.put(record.model_copy(update={"state": "created", "flow_run_id": run_id}))
             return _resumed(record, request, task_id)
         found = await _look_up(client, request, idempotency_key)
         if found is not None:
-            return _remember(ledger, record, found, backup)
+            return _remember(ledger, record.model_copy(update={"flow_run_id": run_id}), found, backup)
         if if_outcome_unknown == "fail":
             raise _unknown(idempotency_key, f"a create was started at {record.created_at:%Y-%m-%d %H:%M:%S} UTC")
-        resent = ledger.put(record.model_copy(update={"state": "creating"}))  # this run holds the key now
+        resent = ledger.put(record.model_copy(update={"state": "creating", "flow_run_id": run_id}))  # ours now
         return await _send(client, request, resent, ledger, backup, on_refused, _Paid(budget, rate_limit))
 
 

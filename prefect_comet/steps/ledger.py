@@ -33,7 +33,7 @@ LEDGER_FOLDER = ".comet-ledger"
 CALLBACK_FOLDER = "callbacks"
 # How far along a status is: a note never goes back (callbacks arrive out of order).
 _STATUS_RANK = {VideoStatus.RUNNING: 1, VideoStatus.SUCCEEDED: 2, VideoStatus.FAILED: 2}
-LedgerState = Literal["creating", "unknown", "created", "stored", "failed"]
+LedgerState = Literal["creating", "unknown", "created", "stored", "failed", "abandoned"]
 # A create answers within seconds and the client's own retries last about two minutes at
 # most; a `creating` record unchanged for longer belongs to a run that died.
 CLAIM_TIMEOUT_SECONDS = 300.0
@@ -56,8 +56,12 @@ class LedgerRecord(BaseModel):
         provider: The API family.
         request_sha256: Fingerprint of the request the key was first used for.
         state: `creating` (being sent, no task id yet), `unknown` (sent, no answer came),
-            `created`, `stored` or `failed`.
+            `created`, `stored`, `failed`, or `abandoned` (created, then its run was cancelled
+            or crashed before storing it: the job may still render and bill; a run with the
+            same key, or `prefect-comet resume KEY`, collects it without paying again).
         task_id: The server's task id, once known.
+        flow_run_id: The flow run that created the job or last resumed it (None outside a run):
+            when that run is cancelled or crashes, its unstored jobs are found by this.
         stored: The stored video, once persisted.
         error: Why the job failed.
         created_at: When the record was first written.
@@ -69,6 +73,7 @@ class LedgerRecord(BaseModel):
     request_sha256: str
     state: LedgerState
     task_id: str | None = None
+    flow_run_id: str | None = None
     stored: StoredVideo | None = None
     error: str | None = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
@@ -105,6 +110,11 @@ class JobLedger:
         # Keys are user text: hash them into a fixed, safe file name (never change how: a
         # record must be found again by every later run).
         return f"{self._root}/{short_hash(key, 40)}.json"
+
+    @property
+    def location(self) -> str:
+        """The ledger's folder as an absolute URI (a local path made absolute), the same from any directory."""
+        return uri_for(self._fs, self._root)
 
     @property
     def exclusive(self) -> bool:

@@ -1,4 +1,4 @@
-"""Prefect events for a video job's life: created, completed, failed, persisted.
+"""Prefect events for a video job's life: created, completed, failed, persisted, abandoned.
 
 The events carry a resource per job (`cometapi.video.<provider>.<task id>`), so automations
 can react to a finished or failed generation and the event feed groups a job's events.
@@ -17,7 +17,7 @@ from prefect_comet.models import StoredVideo, VideoJob
 from prefect_comet.ui._quiet import warn
 from prefect_comet.ui.labels import short_prompt
 
-VideoEventKind = Literal["created", "completed", "failed", "persisted"]
+VideoEventKind = Literal["created", "completed", "failed", "persisted", "abandoned"]
 EVENT_PREFIX = "comet.video"
 MAX_ERROR_CHARS = 1000
 
@@ -45,14 +45,16 @@ def emit_video_event(
     *,
     stored: StoredVideo | None = None,
     error: str | None = None,
+    flow_run_id: str | None = None,
 ) -> None:
     """Emit `comet.video.<kind>` for a job, related to the current flow and task run.
 
     Args:
-        kind: What happened: `created`, `completed`, `failed` or `persisted`.
+        kind: What happened: `created`, `completed`, `failed`, `persisted` or `abandoned`.
         job: The job as last seen.
         stored: The stored video, for `persisted`.
         error: Why it failed, for `failed` (the job's own error is used when omitted).
+        flow_run_id: The flow run to relate when this code runs outside it (a hook in a worker).
 
     Example:
         ```python
@@ -70,16 +72,18 @@ def emit_video_event(
                 "comet.provider": job.provider,
                 "comet.task-id": job.task_id,
             },
-            related=_run_resources(),
+            related=_run_resources(flow_run_id),
             payload=_payload(job, stored, error),
         )
     except Exception as failure:  # includes EventTooLarge, which emit_event re-raises
         warn("Could not emit %s.%s for task %s: %r", EVENT_PREFIX, kind, job.task_id, failure)
 
 
-def _run_resources() -> list[dict[str, str]]:
-    """The current flow run and task run as related resources (none outside a run)."""
+def _run_resources(flow_run_id: str | None = None) -> list[dict[str, str]]:
+    """The current flow run and task run (or the given flow run) as related resources."""
     related: list[dict[str, str]] = []
+    if flow_run_id is not None:
+        return [{"prefect.resource.id": f"prefect.flow-run.{flow_run_id}", "prefect.resource.role": "flow-run"}]
     flow_run_context = FlowRunContext.get()
     task_run_context = TaskRunContext.get()
     flow_run = flow_run_context.flow_run if flow_run_context else None
@@ -117,6 +121,7 @@ def _payload(job: VideoJob, stored: StoredVideo | None, error: str | None) -> di
         "progress": job.progress,
         "model": job.model,
         "external_task_id": job.external_task_id,
+        "idempotency_key": job.idempotency_key,
         "error": (error or job.error or "")[:MAX_ERROR_CHARS] or None,
         # The units the server deducted (Kling's final_unit_deduction), once it says so.
         "cost_units": job.cost_units if job.cost_units is not None else (stored.cost_units if stored else None),
