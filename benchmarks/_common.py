@@ -9,7 +9,9 @@ benchmarks start: it prints one JSON line with its base URL, then answers `stats
 one JSON line (every request, every job) and stops on `quit` or end of input. The `--callback-*`
 options are `CometEmulator`'s (Kling callbacks); `stats` also carries each request's Host and
 User-Agent headers (`request_headers`, in the order of `requests`) and every callback delivery
-(`callbacks`).
+(`callbacks`). `--poll-after-ms N` makes every Omni retrieve answer carry `openai-poll-after-ms: N`.
+`EmulatorStats.detection_lags()` gives, per job, the seconds from its completion to the first
+request for its result file.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import platform
 import resource
 import subprocess
@@ -47,6 +50,10 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 # -- the emulator in its own process -------------------------------------------------------
+# The emulator's routes that fetch a job's result file: the content route and the signed file URL.
+DOWNLOAD_ROUTES = ("omni.content", "files")
+
+
 @dataclass
 class EmulatorStats:
     """What the emulator saw: requests (route, path, unix time) and jobs."""
@@ -69,6 +76,56 @@ class EmulatorStats:
         """When the job became visible as completed: its due time, or later if still rendering."""
         job = self.jobs[task_id]
         return max(job["due"], job["ready_at"] or job["due"])
+
+    def per_job(self, route: str) -> float:
+        """Requests to `route` (e.g. `omni.retrieve`) per job the emulator created; NaN without jobs."""
+        return self.routes().get(route, 0) / len(self.jobs) if self.jobs else float("nan")
+
+    def first_request_at(self, routes: tuple[str, ...]) -> dict[str, float]:
+        """task id -> unix time of the first request to one of `routes` naming that task."""
+        first: dict[str, float] = {}
+        for route, path, at in self.requests:
+            if route in routes and (task_id := task_id_of(route, path)) is not None:
+                first[task_id] = min(at, first.get(task_id, at))
+        return first
+
+    def detection_lags(self, routes: tuple[str, ...] = DOWNLOAD_ROUTES) -> list[float]:
+        """Per job that was downloaded: seconds from `complete_at` to its first request to one of
+        `routes` (by default the content route or the signed file URL)."""
+        first = self.first_request_at(routes)
+        return [first[task_id] - self.complete_at(task_id) for task_id in self.jobs if task_id in first]
+
+    def seen_lags(self, route: str = "omni.retrieve") -> list[float]:
+        """Per job: seconds from `complete_at` to the first `route` request at or after it (the
+        status look that could see it completed); jobs never looked at after completion are left out."""
+        ready = {task_id: self.complete_at(task_id) for task_id in self.jobs}
+        seen: dict[str, float] = {}
+        for name, path, at in self.requests:
+            task_id = task_id_of(name, path) if name == route else None
+            if task_id in ready and at >= ready[task_id] and task_id not in seen:
+                seen[task_id] = at - ready[task_id]
+        return list(seen.values())
+
+
+def task_id_of(route: str | None, path: str) -> str | None:
+    """The task id a request's path names: `/v1/videos/{id}[/content]`, `/files/{id}/{name}.mp4`,
+    `/kling/v1/videos/omni-video/{id}`; None for other routes."""
+    parts = path.split("/")
+    if route in ("omni.retrieve", "omni.content") and len(parts) >= 4:
+        return parts[3]
+    if route == "files" and len(parts) >= 3:
+        return parts[2]
+    if route == "kling.query" and len(parts) >= 6:
+        return parts[5]
+    return None
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank `q`-th percentile (0-100) of `values`; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
 class EmulatorProcess:
@@ -211,6 +268,7 @@ def _serve(argv: list[str]) -> None:
     parser.add_argument("--callback-lose-statuses", default="", help="comma-separated Kling statuses")
     parser.add_argument("--callback-delay", type=float, default=0.0)
     parser.add_argument("--callback-seed", type=int, default=0)
+    parser.add_argument("--poll-after-ms", type=int, default=None, help="Omni retrieve answers carry this hint")
     args = parser.parse_args(argv)
     emulator = CometEmulator(
         api_key=args.api_key,
@@ -225,6 +283,7 @@ def _serve(argv: list[str]) -> None:
         callback_lose_statuses=[status for status in args.callback_lose_statuses.split(",") if status],
         callback_delay=args.callback_delay,
         callback_seed=args.callback_seed,
+        poll_after_ms=args.poll_after_ms,
     )
     with emulator:
         print(json.dumps({"base_url": emulator.base_url}), flush=True)

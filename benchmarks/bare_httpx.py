@@ -2,16 +2,22 @@
 
 No Prefect, no prefect_comet: one `httpx.AsyncClient`, one coroutine per job, at most
 `max_in_flight` jobs at once. Each job does what the batch flow does for an Omni request:
-create (multipart `POST /v1/videos`), poll `GET /v1/videos/{id}` with the same poll policy as
-`prefect_comet.steps.poll_cadence.PollPolicy` (first interval 2 s, x1.5 per look up to 15 s; once progress
-rises, half the estimated remaining time within those bounds; `openai-poll-after-ms` wins),
-stream `GET /v1/videos/{id}/content` to a local `.partial` file while hashing it with SHA-256,
-then rename it into place.
+create (multipart `POST /v1/videos`), poll `GET /v1/videos/{id}`, stream
+`GET /v1/videos/{id}/content` to a local `.partial` file while hashing it with SHA-256, then
+rename it into place. How it polls is `run_bare(..., poll=...)`:
+
+- `"policy"` (the default, B1's policy reference): the same poll policy as
+  `prefect_comet.steps.poll_cadence.PollPolicy` (first interval 2 s, x1.5 per look up to 15 s;
+  once progress rises, half the estimated remaining time within those bounds;
+  `openai-poll-after-ms` wins).
+- `"plain"` (B1's plain reference, issue 17): what a user would write: a fixed 2 s
+  (`plain_interval`) between looks, whatever the server hints, no back-off, no progress estimate.
 
 `run_sequential` is the seed page's sample in a loop: create, poll, download, one job after
-another (same poll policy, a blocking `httpx.Client`).
+another (the poll policy, a blocking `httpx.Client`).
 
-Standalone: `python benchmarks/bare_httpx.py --n 100 --latency 10` starts its own emulator.
+Standalone: `python benchmarks/bare_httpx.py --n 100 --latency 10 [--poll plain] [--hint-ms 500]`
+starts its own emulator.
 """
 
 from __future__ import annotations
@@ -24,12 +30,15 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import httpx
 
 FORM = {"model": "omni-fast", "seconds": "4", "aspect_ratio": "16:9", "resolution": "720p"}
 TERMINAL_OK = {"completed", "succeeded", "success"}
 TERMINAL_FAILED = {"failed", "error", "failure"}
+PLAIN_INTERVAL = 2.0  # seconds between looks of the plain script
+Poll = Literal["policy", "plain"]
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,12 @@ def _client_kwargs(api_key: str, base_url: str) -> dict:
 
 
 async def _one_async(
-    client: httpx.AsyncClient, prompt: str, destination: Path, policy: Policy
+    client: httpx.AsyncClient,
+    prompt: str,
+    destination: Path,
+    policy: Policy,
+    poll: Poll = "policy",
+    plain_interval: float = PLAIN_INTERVAL,
 ) -> Result:
     files = {name: (None, value) for name, value in {**FORM, "prompt": prompt}.items()}
     response = await client.post("/v1/videos", files=files, headers={"Idempotency-Key": uuid.uuid4().hex})
@@ -108,11 +122,15 @@ async def _one_async(
         task = response.json()
         status = str(task.get("status", "")).lower()
         now = time.monotonic()
-        estimate.observe(now, _progress(task))
+        if poll == "policy":
+            estimate.observe(now, _progress(task))
         if status in TERMINAL_OK:
             break
         if status in TERMINAL_FAILED:
             raise RuntimeError(f"{task_id} failed: {task.get('error')}")
+        if poll == "plain":  # what a user writes: look every 2 s, no hint, no back-off, no estimate
+            await asyncio.sleep(plain_interval)
+            continue
         hint = _hint(response)
         await asyncio.sleep(hint if hint is not None else estimate.next_wait(now, interval, policy))
         interval = min(interval * policy.backoff, policy.maximum)
@@ -138,8 +156,16 @@ async def run_bare(
     *,
     max_in_flight: int,
     policy: Policy = Policy(),
+    poll: Poll = "policy",
+    plain_interval: float = PLAIN_INTERVAL,
 ) -> list[Result]:
-    """N jobs with at most `max_in_flight` at once; every job's Result."""
+    """N jobs with at most `max_in_flight` at once; every job's Result.
+
+    `poll="policy"` polls with `policy` (as the library does); `poll="plain"` looks every
+    `plain_interval` seconds and ignores any `openai-poll-after-ms` hint.
+    """
+    if poll not in ("policy", "plain"):
+        raise ValueError(f"poll must be 'policy' or 'plain', not {poll!r}")
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     gate = asyncio.Semaphore(max_in_flight)
@@ -147,7 +173,7 @@ async def run_bare(
 
         async def one(index: int) -> Result:
             async with gate:
-                return await _one_async(client, f"bench clip {index}", destination, policy)
+                return await _one_async(client, f"bench clip {index}", destination, policy, poll, plain_interval)
 
         return list(await asyncio.gather(*(one(index) for index in range(n))))
 
@@ -203,14 +229,22 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=10.0)
     parser.add_argument("--max-in-flight", type=int, default=None, help="default: N")
     parser.add_argument("--sequential", action="store_true")
+    parser.add_argument("--poll", choices=("policy", "plain"), default="policy", help="plain: every 2 s, fixed")
+    parser.add_argument("--hint-ms", type=int, default=None, help="the emulator sends openai-poll-after-ms: N")
     args = parser.parse_args()
-    with EmulatorProcess(latency=args.latency, fps=1) as emu, tempfile.TemporaryDirectory() as folder:
+    with (
+        EmulatorProcess(latency=args.latency, fps=1, poll_after_ms=args.hint_ms) as emu,
+        tempfile.TemporaryDirectory() as folder,
+    ):
         cpu, started = own_cpu(), time.perf_counter()
         if args.sequential:
             results = run_sequential(emu.base_url, API_KEY, args.n, folder)
         else:
             results = asyncio.run(
-                run_bare(emu.base_url, API_KEY, args.n, folder, max_in_flight=args.max_in_flight or args.n)
+                run_bare(
+                    emu.base_url, API_KEY, args.n, folder,
+                    max_in_flight=args.max_in_flight or args.n, poll=args.poll,
+                )  # fmt: skip
             )
         wall, cpu = time.perf_counter() - started, own_cpu() - cpu
     polls = sum(r.polls for r in results) / len(results)

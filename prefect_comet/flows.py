@@ -25,7 +25,7 @@ from prefect_comet.exceptions import (
 )
 from prefect_comet.models import StoredVideo, VideoJob
 from prefect_comet.options import DEFAULT_DESTINATION, DEFAULTS, GenerationOptions, IfOutcomeUnknown, WaitMode
-from prefect_comet.steps.abandoning import abandon_unstored_jobs
+from prefect_comet.steps.abandoning import abandon_unstored_jobs, label_run_with_ledger
 from prefect_comet.steps.budget import Budget, PricePerJob
 from prefect_comet.steps.create_once import idempotency_key_for
 from prefect_comet.steps.ledger import JobLedger
@@ -126,6 +126,7 @@ async def generate_video(
     check_callbacks(credentials, options)
     if options.wait == "suspend":
         require_suspendable()
+    await label_run_with_ledger(JobLedger.of(destination, ledger_uri))  # for its cancellation hook
     await require_rate_limit(options.create_rate_limit)
     budget = budget_for(credentials, max_spend_usd, price_per_job_usd)
     if budget is not None:
@@ -158,6 +159,7 @@ async def produce_video(
     on_refused: OnRefused | None = None,
     steps_as_tasks: bool = True,
     budget: Budget | None = None,
+    started: StoredVideo | VideoJob | None = None,
 ) -> StoredVideo:
     """Create (or resume) the job for a key, wait for it and store its videos.
 
@@ -178,6 +180,8 @@ async def produce_video(
         steps_as_tasks: Run create, wait and persist as task runs of their own. A batch
             runs each job as one task and its steps inside it: a third of the server writes.
         budget: What the paid create must fit in (used with the steps inline).
+        started: What `start_video` already gave for this key (the batch creates before the
+            job's task run starts): the ledger check and the create are skipped.
 
     Returns:
         The stored video.
@@ -186,24 +190,17 @@ async def produce_video(
         StillRendering: With `options.wait == "suspend"`: the job is not done yet (the run
             suspends; nothing is downloaded).
     """
-    ledger = JobLedger(ledger_uri) if ledger_uri else JobLedger.beside(destination)
-    stored = _already_stored(ledger, idempotency_key, destination)
-    if stored is not None:
-        get_run_logger().info("Already stored for idempotency key %s: %s", idempotency_key, stored.uri)
-        return _checked(stored, options)
-    ensure_writable(destination)  # a destination that cannot take the video fails before paying
-    request = with_callback_url(request, idempotency_key, credentials, options)
-    if steps_as_tasks:
-        wait, persist = wait_for_video, persist_video
-        job = await create_video(
-            request, credentials, idempotency_key, ledger.uri, options.if_outcome_unknown, options.create_rate_limit
+    ledger = JobLedger.of(destination, ledger_uri)
+    if started is None:
+        started = await start_video(
+            request, idempotency_key=idempotency_key, destination=destination, credentials=credentials,
+            options=options, ledger_uri=ledger_uri, on_refused=on_refused, steps_as_tasks=steps_as_tasks,
+            budget=budget,
         )
-    else:
-        wait, persist = wait_for_video.fn, persist_video.fn
-        job = await create_and_announce(
-            request, credentials, idempotency_key, ledger.uri, options.if_outcome_unknown, on_refused=on_refused,
-            rate_limit=options.create_rate_limit, budget=budget,
-        )
+    if isinstance(started, StoredVideo):
+        return started
+    job = started
+    wait, persist = (wait_for_video, persist_video) if steps_as_tasks else (wait_for_video.fn, persist_video.fn)
     if on_admitted:
         on_admitted()
     if options.wait == "suspend":
@@ -234,6 +231,40 @@ async def produce_video(
     )
     ledger.record_outcome(idempotency_key, stored=stored)
     return _checked(stored, options)
+
+
+async def start_video(
+    request: VideoRequest,
+    *,
+    idempotency_key: str,
+    destination: str,
+    credentials: CometAPICredentials | None,
+    options: GenerationOptions,
+    ledger_uri: str | None = None,
+    on_refused: OnRefused | None = None,
+    steps_as_tasks: bool = True,
+    budget: Budget | None = None,
+) -> StoredVideo | VideoJob:
+    """The first half of `produce_video`: the key's stored video, or the job created (or resumed) for it.
+
+    A key whose videos are stored and still verify returns them without any API call; else
+    the destination is checked and the job created once (see `produce_video` for the args).
+    """
+    ledger = JobLedger.of(destination, ledger_uri)
+    stored = _already_stored(ledger, idempotency_key, destination)
+    if stored is not None:
+        get_run_logger().info("Already stored for idempotency key %s: %s", idempotency_key, stored.uri)
+        return _checked(stored, options)
+    ensure_writable(destination)  # a destination that cannot take the video fails before paying
+    request = with_callback_url(request, idempotency_key, credentials, options)
+    if steps_as_tasks:
+        return await create_video(
+            request, credentials, idempotency_key, ledger.uri, options.if_outcome_unknown, options.create_rate_limit
+        )
+    return await create_and_announce(
+        request, credentials, idempotency_key, ledger.uri, options.if_outcome_unknown, on_refused=on_refused,
+        rate_limit=options.create_rate_limit, budget=budget,
+    )
 
 
 def budget_for(

@@ -122,9 +122,9 @@ class _FakeKling:
     """A Kling job without progress (native shape) that ends at `finish` on the fake clock."""
 
     def __init__(self, clock: _FakeClock, finish: float, created: float | None, hint: float | None,
-                 round_trip: float) -> None:
+                 round_trip: float, progress: bool = False) -> None:
         self.clock, self.finish, self.created, self.hint = clock, finish, created, hint
-        self.round_trip = round_trip
+        self.round_trip, self.progress = round_trip, progress
         self.looks: list[float] = []
 
     async def retrieve(self, client: object, task_id: str) -> tuple[VideoJob, float | None]:
@@ -136,6 +136,7 @@ class _FakeKling:
             provider="kling", task_id=task_id, raw_status="succeed" if done else "processing",
             status=VideoStatus.SUCCEEDED if done else VideoStatus.RUNNING,
             created_at=created, updated_at=_at(self.finish) if done and created else created,
+            progress=int(99 * min(self.clock.now / self.finish, 1)) if self.progress else None,
         )
         return job, self.hint
 
@@ -148,10 +149,11 @@ async def _follow(
     created: float | None = 0.0,
     hint: float | None = None,
     round_trip: float = 0.0,
+    progress: bool = False,
 ) -> _FakeKling:
     """Wait (default policy: 2 s growing x1.5 to 15 s) for a job that ends at `finish`."""
     clock = _FakeClock(start)
-    server = _FakeKling(clock, finish, created, hint, round_trip)
+    server = _FakeKling(clock, finish, created, hint, round_trip, progress)
     monkeypatch.setattr(waiting, "provider_for", lambda job: server)
     monkeypatch.setattr(waiting, "time", clock)
     monkeypatch.setattr(poll_cadence, "time", clock)
@@ -184,7 +186,15 @@ async def test_a_learned_duration_polls_sparsely_early_and_densely_near_the_end(
     assert server.looks[-1] - 120 <= 2  # seen within one short interval of the end
     assert len(server.looks) <= 15
     assert gaps[:5] == [15] * 5  # far from the end: the largest interval
-    assert gaps[-2:] == [2, 2]  # near the end: the smallest
+    assert 0 < server.looks[-1] - 120 <= poll_cadence.END_MARGIN_SECONDS  # then just after the end
+
+
+@pytest.mark.parametrize("finish", [10, 30, 120])
+async def test_rising_progress_puts_a_look_within_a_second_of_the_end(monkeypatch, finish):
+    server = await _follow(monkeypatch, finish=finish, progress=True, round_trip=0.05)
+
+    assert server.looks[-1] - finish <= 1.0  # the plain 2 s poll: 1 s on average, 2 s at worst
+    assert len(server.looks) <= 15  # the plain 2 s poll: finish / 2
 
 
 async def test_a_late_job_is_seen_soon_with_few_requests(monkeypatch):
@@ -217,12 +227,22 @@ async def test_a_creation_time_in_the_future_falls_back_to_our_own_count(monkeyp
     assert _gaps(server.looks)[0] == 15
 
 
-async def test_a_server_hint_still_wins(monkeypatch):
-    _durations.remember(_kling(), 120)
+async def test_a_server_hint_is_the_shortest_wait_and_a_wrong_estimate_costs_at_most_the_first_interval(
+    monkeypatch,
+):
+    _durations.remember(_kling(), 120)  # far off: the job ends at 10 s
 
     server = await _follow(monkeypatch, finish=10, hint=1.0)
 
-    assert set(_gaps(server.looks)) == {1.0}
+    assert set(_gaps(server.looks)) == {2.0}  # never under the hint, never over the first interval
+
+
+async def test_near_the_end_a_hint_does_not_make_the_look_early(monkeypatch):
+    server = await _follow(monkeypatch, finish=30, hint=0.5, progress=True, round_trip=0.05)
+
+    assert min(_gaps(server.looks)) >= 0.5
+    assert server.looks[-1] - 30 <= 1.0
+    assert len(server.looks) <= 20  # a look every 0.5 s would be 60
 
 
 async def test_a_server_hint_of_hours_is_capped_at_the_longest_interval(monkeypatch):

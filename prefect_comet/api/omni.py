@@ -52,13 +52,17 @@ class OmniProvider(VideoProvider):
         return _job_from_task(response.body, task_id=task_id), poll_after
 
     async def download_sources(self, client: CometClient, job: VideoJob) -> list[DownloadSource]:
-        # The content route is stable; the temporary video_url is the fallback.
+        # The content route is stable; the temporary (signed) video_url is the fallback, read
+        # fresh only when that route will not serve the file: no request before the download.
         task_url = task_path(CREATE_PATH, job.task_id)
-        urls = [f"{task_url}/content"]
-        task = (await client.get_json(task_url, task_id=job.task_id)).body
-        if isinstance(task.get("video_url"), str) and task["video_url"]:
-            urls.append(task["video_url"])
-        return [DownloadSource(urls=urls, output=_output(task))]
+
+        async def signed_url() -> str | None:
+            task = (await client.get_json(task_url, task_id=job.task_id)).body
+            url = task.get("video_url")
+            return url if isinstance(url, str) and url else None
+
+        output = job.outputs[0] if job.outputs else VideoOutput()
+        return [DownloadSource(urls=[f"{task_url}/content", signed_url], output=output)]
 
 
 def _job_from_task(task: dict[str, Any], *, task_id: str | None = None) -> VideoJob:

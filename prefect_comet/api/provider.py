@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, NamedTuple
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, NamedTuple, TypeAlias
 
 from pydantic import BaseModel
 
 from prefect_comet.api.client import CometClient, OnRefused
 from prefect_comet.models import VideoJob, VideoOutput
 
+# A candidate URL found only when the ones before it fail (None: there is none).
+LaterURL: TypeAlias = Callable[[], Awaitable[str | None]]
+
 
 class DownloadSource(NamedTuple):
     """Where one result file can be fetched: candidate URLs, best first (they may be signed)."""
 
-    urls: list[str]
+    urls: list[str | LaterURL]
     output: VideoOutput
 
 

@@ -19,10 +19,10 @@ from prefect_comet.batch.manifest import outcome_of, write_manifest
 from prefect_comet.batch.parallel_limit import AdaptiveWindow, Patience, account_slot, require_limit
 from prefect_comet.credentials import CometAPICredentials, borrow_client
 from prefect_comet.exceptions import BatchFailedError, LedgerDamagedError, StillRendering
-from prefect_comet.flows import block_name, budget_for, check_callbacks, produce_video, require_rate_limit
+from prefect_comet.flows import block_name, budget_for, check_callbacks, produce_video, require_rate_limit, start_video
 from prefect_comet.models import BatchResult, JobOutcome, StoredVideo, VideoJob
 from prefect_comet.options import DEFAULT_DESTINATION, DEFAULTS, GenerationOptions, IfOutcomeUnknown, WaitMode
-from prefect_comet.steps.abandoning import abandon_unstored_jobs
+from prefect_comet.steps.abandoning import abandon_unstored_jobs, label_run_with_ledger
 from prefect_comet.steps.budget import Budget, PricePerJob
 from prefect_comet.steps.create_once import idempotency_key_for
 from prefect_comet.steps.ledger import JobLedger
@@ -135,6 +135,7 @@ async def generate_videos(
         max_in_flight, concurrency_limit,
     )
     check_callbacks(credentials, plan.options)
+    await label_run_with_ledger(JobLedger.of(destination, ledger_uri))  # for its cancellation hook
     await require_rate_limit(plan.options.create_rate_limit)
     context = FlowRunContext.get()
     budget = budget_for(credentials, max_spend_usd, price_per_job_usd)
@@ -204,6 +205,17 @@ async def _run_here(plan: _Plan) -> list[JobOutcome]:
     async def one(index: int) -> JobOutcome:
         try:
             async with account_slot(plan.concurrency_limit), window.slot() as slot:
+                # The create leaves before the job's task run starts: starting a hundred task
+                # runs holds the event loop for about a second, and the jobs render meanwhile.
+                started: StoredVideo | VideoJob | Exception
+                try:
+                    started = await start_video(
+                        plan.items[index].request, idempotency_key=plan.keys[index], destination=plan.destination,
+                        credentials=plan.credentials, options=plan.options, ledger_uri=plan.ledger_uri,
+                        on_refused=slot.on_refused, steps_as_tasks=False, budget=plan.budget,
+                    )
+                except Exception as error:  # the job's task run fails with it: a row like any other
+                    started = error
                 stored = await _generate_one(
                     index,
                     plan.items[index].request,
@@ -212,10 +224,9 @@ async def _run_here(plan: _Plan) -> list[JobOutcome]:
                     plan.credentials,
                     plan.options,
                     ledger_uri=plan.ledger_uri,
-                    budget=plan.budget,
-                    on_refused=slot.on_refused,
                     on_admitted=slot.admitted,
                     on_generated=slot.release,
+                    started=started,
                 )
         except Exception as error:
             return plan.outcome(index, error=error)
@@ -242,8 +253,15 @@ async def _generate_one(
     on_refused: OnRefused | None = None,
     on_admitted: Callable[[], None] | None = None,
     on_generated: Callable[[], None] | None = None,
+    started: StoredVideo | VideoJob | Exception | None = None,
 ) -> StoredVideo | VideoJob:
-    """One job's create, wait and store; with `wait="suspend"`, the job still rendering instead."""
+    """One job's create, wait and store; with `wait="suspend"`, the job still rendering instead.
+
+    `started` is what `start_video` gave before the task run began (the job, its stored video,
+    or why it could not be created); None creates it here.
+    """
+    if isinstance(started, Exception):
+        raise started
     if isinstance(credentials, str):  # a saved block's name: a worker elsewhere loads it
         credentials = await CometAPICredentials.aload(credentials)
     if on_refused is None:
@@ -264,6 +282,7 @@ async def _generate_one(
                 on_refused=on_refused,
                 steps_as_tasks=False,
                 budget=budget,
+                started=started,
             )
         except StillRendering as still:  # not a failure: the run suspends until it is done
             return still.job
@@ -276,7 +295,7 @@ async def _run_suspending(plan: _Plan, resume_batch_size: int) -> list[JobOutcom
     new ones while fewer than `max_in_flight` render, and suspends the run while any renders.
     A resumed run replays the flow: the same keys find the same jobs, nothing is paid twice.
     """
-    ledger = JobLedger(plan.ledger_uri) if plan.ledger_uri else JobLedger.beside(plan.destination)
+    ledger = JobLedger.of(plan.destination, plan.ledger_uri)
     gate = asyncio.Semaphore(plan.max_in_flight)  # downloads at once
     outcomes: dict[int, JobOutcome] = {}
     rendering: list[VideoJob] = []

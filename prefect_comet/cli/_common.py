@@ -211,4 +211,4 @@ def prepare_run(destination: str, *, block: str | None, emulator: bool = False) 
 
 def ledger_for(ledger: str | None, destination: str | None) -> JobLedger:
     """The ledger at `ledger`, else the one beside `destination` (default `./videos`)."""
-    return JobLedger(ledger) if ledger else JobLedger.beside(destination or DEFAULT_DESTINATION)
+    return JobLedger.of(destination or DEFAULT_DESTINATION, ledger)

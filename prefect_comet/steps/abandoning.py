@@ -44,20 +44,30 @@ _labels: dict[tuple[int, str, str], asyncio.Future[None]] = {}
 
 
 async def label_run_with_ledger(ledger: JobLedger) -> None:
-    """Put the ledger's URI on the current flow run, once per run and ledger, before any create.
+    """Put the ledger's URI on the current flow run (once per run and ledger) and wait for it.
+
+    The flows call this first, while the server is idle; `create_once` only starts it
+    (`start_labelling`), so a busy server never holds back a paid create.
 
     Example:
         ```python
         await label_run_with_ledger(JobLedger.beside("s3://bucket/videos"))
         ```
     """
+    labelling = start_labelling(ledger)
+    if labelling is not None:
+        await labelling
+
+
+def start_labelling(ledger: JobLedger) -> asyncio.Future[None] | None:
+    """Start putting the ledger's URI on the current flow run, once per run and ledger; None outside a run."""
     run_id = current_flow_run_id()
     if run_id is None:
-        return
+        return None
     key = (id(asyncio.get_running_loop()), run_id, ledger.location)
-    if key not in _labels:  # the first job of a batch labels the run; the others wait for it
+    if key not in _labels:
         _labels[key] = asyncio.ensure_future(_label(run_id, ledger.location))
-    await _labels[key]
+    return _labels[key]
 
 
 async def _label(run_id: str, location: str) -> None:

@@ -22,7 +22,7 @@ from prefect_comet.api.client import CometClient, OnRefused
 from prefect_comet.api.families import VideoRequest, provider_for
 from prefect_comet.models import VideoJob, VideoStatus
 from prefect_comet.options import IfOutcomeUnknown
-from prefect_comet.steps.abandoning import label_run_with_ledger
+from prefect_comet.steps.abandoning import start_labelling
 from prefect_comet.steps.budget import Budget
 from prefect_comet.steps.ledger import JobLedger, LedgerRecord, request_fingerprint
 
@@ -131,7 +131,7 @@ async def create_once(
     )
     if ledger is None:
         return await _send(client, request, fresh, None, None, on_refused, _Paid(budget, rate_limit))
-    await label_run_with_ledger(ledger)  # before paying: a cancelled run's hook must find this ledger
+    start_labelling(ledger)  # a cancelled run's hook finds this ledger by it (the flows waited for it)
     while True:
         record = await _settled(ledger, idempotency_key, backup)
         if record is None:

@@ -14,6 +14,7 @@ from prefect_comet import exceptions as exc
 from prefect_comet._files import CHUNK_BYTES, redact_url
 from prefect_comet.api.client import CometClient
 from prefect_comet.api.errors import error_for
+from prefect_comet.api.provider import LaterURL
 from prefect_comet.api.retries import retry_after_seconds
 from prefect_comet.options import DEFAULTS
 from prefect_comet.steps.hashing_writer import HashingWriter
@@ -88,7 +89,7 @@ class _Retryable(Exception):
 
 async def download(
     client: CometClient,
-    urls: list[str],
+    urls: list[str | LaterURL],
     open_target: Callable[[], IO[bytes]],
     *,
     task_id: str,
@@ -105,7 +106,7 @@ async def download(
 
     Args:
         client: The API client (sends the key only to the API's own origin).
-        urls: Candidate URLs, best first.
+        urls: Candidate URLs, best first; a callable gives one only when those before it failed.
         open_target: Opens (and truncates) the temporary file to write.
         task_id: The task, for error messages.
         max_bytes: Refuse bodies larger than this.
@@ -122,7 +123,10 @@ async def download(
     failure: exc.CometAPIError | None = None
     if prefix is not None and not _usable(prefix, max_bytes):
         prefix = None
-    for url in urls:
+    for candidate in urls:
+        url = await candidate() if callable(candidate) else candidate
+        if url is None:
+            continue
         try:
             return await _download_one(
                 client, url, open_target, task_id=task_id, max_bytes=max_bytes, prefix=prefix

@@ -106,6 +106,11 @@ class JobLedger:
         """The ledger kept in the destination folder of the videos."""
         return cls(f"{destination.rstrip('/')}/{LEDGER_FOLDER}")
 
+    @classmethod
+    def of(cls, destination: str, ledger_uri: str | None) -> JobLedger:
+        """A flow's ledger: at `ledger_uri` when given, else beside the videos."""
+        return cls(ledger_uri) if ledger_uri else cls.beside(destination)
+
     def _path(self, key: str) -> str:
         # Keys are user text: hash them into a fixed, safe file name (never change how: a
         # record must be found again by every later run).

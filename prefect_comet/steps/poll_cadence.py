@@ -9,6 +9,11 @@ from prefect_comet.models import VideoJob
 from prefect_comet.options import DEFAULTS
 from prefect_comet.steps import learned_durations
 
+# How long after the estimated end the look comes: a round trip's worth, so it sees the end.
+END_MARGIN_SECONDS = 0.25
+# Once past the estimated end, the shortest wait: an estimate a little early costs a few looks.
+LATE_MIN_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class PollPolicy:
@@ -16,11 +21,13 @@ class PollPolicy:
 
     The interval starts short (fast jobs are seen quickly) and grows to a cap (long
     jobs cost few requests). Once the server's progress rises, the finish is estimated
-    from its rate and the wait is half the estimated remaining time (within
-    `initial_interval` and `max_interval`), so the end is seen soon after it comes.
-    Without progress, the estimate is how long finished jobs of the same kind took in
-    this machine; past it, the wait is a quarter of the lateness (within the same bounds).
-    A server hint (`openai-poll-after-ms`) wins when sent, up to `max_interval`.
+    from its rate: the wait is half the estimated remaining time (up to `max_interval`),
+    and within `initial_interval` of the end the look comes just after the estimated end,
+    so the end is seen well within a second of it. Without progress, the estimate is how
+    long finished jobs of the same kind took in this machine. Past the estimate, the wait
+    is a quarter of the lateness (from a second up to `max_interval`).
+    A server hint (`openai-poll-after-ms`) is the shortest wait (up to `max_interval`); while
+    the server hints, the wait is at most `initial_interval` otherwise, like a plain poll loop.
 
     Args:
         initial_interval: Seconds before the second look.
@@ -61,25 +68,31 @@ class PollCadence:
         self._estimate = _FinishEstimate()
 
     def next_wait(self, seen: VideoJob, now: float, hint: float | None) -> float:
-        """Seconds to sleep after seeing `seen` at `now`; a server hint wins, up to the cap."""
+        """Seconds to sleep after seeing `seen` at `now`; never less than a server hint (up to the cap)."""
         self._estimate.observe(now, seen.progress)
         remaining = self._estimate.remaining(now)
         if remaining is None:
             remaining = _learned_remaining(seen, now - self.started)
-        if hint is not None:  # capped: a hint of hours must not mean no look until the deadline
-            wait = min(max(hint, 0.0), self.policy.max_interval)
-        else:
-            wait = _next_wait(self.policy, self.interval, remaining)
+        wait = _next_wait(self.policy, self.interval, remaining)
+        if hint is not None:
+            # The hint is the shortest wait the server asks for (capped: a hint of hours must not
+            # mean no look until the deadline); while it hints, ours never passes the first interval.
+            wait = max(min(max(hint, 0.0), self.policy.max_interval), min(wait, self.policy.initial_interval))
         self.interval = min(self.interval * self.policy.backoff, self.policy.max_interval)
         return wait
 
 
 def _next_wait(policy: PollPolicy, interval: float, remaining: float | None) -> float:
-    """Half the time left before the estimated end; a quarter of the lateness after it."""
+    """Half the time left while far; just after the estimated end when near; a quarter of the lateness after it."""
     if remaining is None:
         return interval
-    wait = remaining / 2 if remaining > 0 else -remaining / 4
-    return min(max(wait, policy.initial_interval), policy.max_interval)
+    if remaining > policy.initial_interval:
+        return min(remaining / 2, policy.max_interval)
+    if remaining > 0:
+        # Near the end a short interval would still look up to a whole interval late: look
+        # right after the estimated end instead (the download then starts within a second).
+        return remaining + END_MARGIN_SECONDS
+    return min(max(-remaining / 4, LATE_MIN_SECONDS), policy.max_interval)
 
 
 def _learned_remaining(job: VideoJob, since_first_look: float) -> float | None:
@@ -112,11 +125,11 @@ class _FinishEstimate:
         self._latest = (now, progress)
 
     def remaining(self, now: float) -> float | None:
-        """Seconds until 100 %, or None while the rate is unknown."""
+        """Seconds until 100 % (negative once past it), or None while the rate is unknown."""
         if self._first is None or self._latest is None:
             return None
         (t0, p0), (t1, p1) = self._first, self._latest
         if p1 <= p0 or t1 <= t0:
             return None
         rate = (p1 - p0) / (t1 - t0)
-        return max(0.0, (100 - p1) / rate - (now - t1))
+        return (100 - p1) / rate - (now - t1)

@@ -116,6 +116,22 @@ def test_timeline_progress_then_completed(client: httpx.Client, emu: CometEmulat
     assert body["video_url"].startswith(f"{emu.base_url}/files/{task_id}/")
 
 
+def test_poll_after_ms_hint_on_retrieve_answers_only_when_set(client: httpx.Client) -> None:
+    task_id = create(client).json()["id"]
+    assert "openai-poll-after-ms" not in client.get(f"/v1/videos/{task_id}").headers
+    with CometEmulator(api_key=KEY, latency=LATENCY, poll_after_ms=500) as emu:
+        with httpx.Client(base_url=emu.base_url, headers={"Authorization": f"Bearer {KEY}"}) as hinted:
+            created = create(hinted)
+            assert "openai-poll-after-ms" not in created.headers  # the retrieve route only
+            task_id = created.json()["id"]
+            assert hinted.get(f"/v1/videos/{task_id}").headers["openai-poll-after-ms"] == "500"
+            body = omni_done(hinted, task_id)
+            assert body["status"] == "completed"
+            assert hinted.get(f"/v1/videos/{task_id}").headers["openai-poll-after-ms"] == "500"  # final too
+    with pytest.raises(ValueError, match="poll_after_ms"):
+        CometEmulator(poll_after_ms=-1)
+
+
 def test_unknown_task_is_404(client: httpx.Client) -> None:
     for path in ("/v1/videos/task_nope", "/v1/videos/task_nope/content"):
         response = client.get(path)

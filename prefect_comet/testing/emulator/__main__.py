@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--content-redirect", action="store_true", help="content route answers 302")
     parser.add_argument("--fps", type=int, default=12)
     parser.add_argument("--pad-to-bytes", type=int, default=None, help="pad result files to at least N bytes")
+    parser.add_argument(
+        "--poll-after-ms", type=int, default=None, help="Omni retrieve answers carry openai-poll-after-ms: N"
+    )
     args = parser.parse_args(argv)
     emulator = CometEmulator(
         api_key=args.api_key,
@@ -50,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         content_redirect=args.content_redirect,
         fps=args.fps,
         pad_to_bytes=args.pad_to_bytes,
+        poll_after_ms=args.poll_after_ms,
     )
     try:
         serve_until_stopped(emulator, announce=lambda line: print(line, flush=True))

@@ -57,6 +57,8 @@ class CometEmulator:
             from the balance and added to `charged_usd`.
         kling_units_per_job: Sent as `final_unit_deduction` in a Kling job's task data once it
             succeeded (None leaves the field out).
+        poll_after_ms: Every Omni retrieve answer (`GET /v1/videos/{id}`) carries the header
+            `openai-poll-after-ms: <value>`, the server's hint of when to look again (None: no header).
 
     The query route checks the `key` query parameter (not a bearer header) against `api_key`,
     and the request log keeps that parameter as `key=REDACTED`.
@@ -91,12 +93,13 @@ class CometEmulator:
         balance_usd: float | None = 100.0,
         price_per_job_usd: float = 0.25,
         kling_units_per_job: str | None = "1",
+        poll_after_ms: int | None = None,
     ) -> None:
         self.settings = Settings(  # raises ValueError for a bad option
             api_key, latency, kling_parallel_limit, kling_wrapped, content_redirect, fps, pad_to_bytes,
             url_ttl, kling_wrapped_inner, omni_failure_field, callback_repeats, callback_reorder,
             callback_loss, frozenset(callback_lose_statuses), callback_delay, callback_seed,
-            balance_usd, price_per_job_usd, kling_units_per_job,
+            balance_usd, price_per_job_usd, kling_units_per_job, poll_after_ms,
         )  # fmt: skip
         self.host, self.port = host, port
         self._faults = FaultPlan()

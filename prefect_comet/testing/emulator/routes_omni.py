@@ -139,12 +139,15 @@ def _job(state: EmulatorState, task_id: str) -> EmulatedJob | None:
 
 
 def retrieve(state: EmulatorState, request: Request, fault: str | None, task_id: str) -> Response:
-    """`GET /v1/videos/{id}`: the task object."""
+    """`GET /v1/videos/{id}`: the task object (with `openai-poll-after-ms` when `poll_after_ms` is set)."""
     job = _job(state, task_id)
     if job is None:
         return gateway_error(404, f"task {task_id} not found", type="invalid_request_error", code="not_found")
+    hint = state.settings.poll_after_ms
     return json_response(
-        200, task_object(state, job, status="mystery" if fault == "unknown_status" else None)
+        200,
+        task_object(state, job, status="mystery" if fault == "unknown_status" else None),
+        [("openai-poll-after-ms", str(hint))] if hint is not None else None,
     )
 
 

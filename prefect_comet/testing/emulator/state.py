@@ -53,6 +53,7 @@ class Settings:
     balance_usd: float | None = 100.0
     price_per_job_usd: float = 0.25
     kling_units_per_job: str | None = "1"
+    poll_after_ms: int | None = None
 
     def __post_init__(self) -> None:
         if self.kling_wrapped_inner not in KLING_WRAPPED_INNER:
@@ -71,6 +72,8 @@ class Settings:
             raise ValueError(f"callback_lose_statuses must be Kling statuses: {KLING_STATUSES}")
         if self.price_per_job_usd < 0:
             raise ValueError("price_per_job_usd must not be negative")
+        if self.poll_after_ms is not None and self.poll_after_ms < 0:
+            raise ValueError("poll_after_ms must not be negative")
 
 
 @dataclass(frozen=True)
