@@ -149,9 +149,6 @@ CASES = {
         InvalidContentError, "no decodable video"),
     "omni-create-malformed-json": Case("omni", [fault("omni.create", "malformed_json")],
                                        CreateOutcomeUnknownError, "unreadable body"),
-    "omni-malformed-json-past-retries": Case(
-        "omni", [fault("omni.retrieve", "malformed_json", 6)], ResponseFormatError, "not a JSON object",
-        after_wait=True),
     "kling-malformed-json-past-retries": Case(
         "kling", [fault("kling.query", "malformed_json", 6)], ResponseFormatError, "not a JSON object",
         after_wait=True),
@@ -232,6 +229,26 @@ async def test_hostile_answer_ends_in_a_typed_error(case: Case, credentials, tmp
     assert snapshot(tmp_path, skip=destination) == before  # nothing outside the destination
     assert leftovers(destination) == []  # no video, no sidecar, no partial file
     assert all(record["state"] != "stored" for record in ledger_records(destination))
+
+
+async def test_an_omni_download_reads_no_status_so_hostile_status_answers_after_the_wait_cost_nothing(
+    credentials, tmp_path, fast_retries
+):
+    destination = tmp_path / "videos"
+    with CometEmulator(api_key=API_KEY, latency=0.1) as emu:
+        hostile = credentials.model_copy(update={"base_url": emu.base_url})
+
+        @flow
+        async def create_wait_then_persist():
+            job = await create_video(OmniVideoRequest(prompt="Calm"), hostile, idempotency_key="calm",
+                                     ledger_uri=str(destination / ".comet-ledger"))
+            job = await wait_for_video(job, hostile, **FAST)
+            emu.add_fault("omni.retrieve", "malformed_json", 6)
+            return await persist_video(job, str(destination), hostile)
+
+        stored = await create_wait_then_persist()
+        assert not [r for r in emu.requests if r.fault]  # the content route alone: no status read
+        assert stored.sha256 == emu.sha256(stored.task_id)
 
 
 async def test_a_create_answered_with_an_unusable_id_is_never_sent_again(emulator, credentials, tmp_path):
