@@ -80,6 +80,19 @@ async def _until_created(stack: Stack, destination: Path) -> None:
         await asyncio.sleep(0.5)
 
 
+async def _final_with_abandoned(stack: Stack, run_id: UUID, timeout: float = 180):  # noqa: ANN202
+    """The run's final state, once the hook has added the abandoned jobs to it (or `timeout` passed).
+
+    The hook adds them after Prefect's worker has recorded Cancelled (or Crashed).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        state = await _until_final(stack, run_id)
+        if "abandoned" in (state.message or "") or time.monotonic() > deadline:
+            return state
+        await asyncio.sleep(1)
+
+
 @pytest.mark.asyncio(loop_scope="module")
 async def test_a_cancelled_deployment_run_abandons_its_jobs_and_a_rerun_stores_them_without_paying(
     stack: Stack,
@@ -90,13 +103,7 @@ async def test_a_cancelled_deployment_run_abandons_its_jobs_and_a_rerun_stores_t
     async with stack.client() as client:
         await client.set_flow_run_state(run_id, Cancelling(message="cancelled by the test"))
 
-    # The hook adds the jobs to the final state once Prefect's worker has recorded Cancelled.
-    deadline = time.monotonic() + 180
-    while True:
-        state = await _until_final(stack, run_id)
-        if "abandoned" in (state.message or "") or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(1)
+    state = await _final_with_abandoned(stack, run_id)
     assert state.type == StateType.CANCELLED, state
     records = ledger_records(destination)
     assert sorted(r["state"] for r in records) == ["abandoned"] * JOBS, records
@@ -141,12 +148,7 @@ async def test_a_crashed_deployment_run_abandons_its_jobs(stack: Stack) -> None:
     [pid] = [pid for pid in children(stack.worker_pid) if flow_run_of(pid) == str(run_id)]
     os.kill(pid, signal.SIGKILL)  # no hook can run in the run's own process
 
-    deadline = time.monotonic() + 180
-    while True:
-        state = await _until_final(stack, run_id)
-        if "abandoned" in (state.message or "") or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(1)
+    state = await _final_with_abandoned(stack, run_id)
     assert state.type == StateType.CRASHED, state
     records = ledger_records(destination)
     assert sorted(r["state"] for r in records) == ["abandoned"] * JOBS, records
