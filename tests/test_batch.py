@@ -89,6 +89,23 @@ async def test_parallel_task_limit_shrinks_the_window_without_failures(credentia
     assert all(run.state.is_completed() for run in runs)
 
 
+async def test_task_runs_start_once_the_creates_have_left(emulator, credentials, tmp_path):
+    # One create's answer trickles in for about a second. A task run's start costs the event
+    # loop and the Prefect server; started between the creates, they slowed the creates.
+    emulator.add_fault("omni.create", "slow", delay=0.2, chunk_size=32)
+    requests = [OmniVideoRequest(prompt=f"clip {n}") for n in range(6)]
+
+    state = await generate_videos(
+        requests, destination=str(tmp_path), credentials=credentials, max_in_flight=6, return_state=True, **FAST
+    )
+
+    assert (await state.result()).stored_count == 6
+    slow = next(r for r in emulator.requests if r.route == "omni.create" and r.fault == "slow")
+    runs = await _task_runs_of(state.state_details.flow_run_id, expected=6)
+    first_start = min(run.start_time.timestamp() for run in runs)
+    assert first_start >= slow.time + 0.8, f"a task run started {first_start - slow.time:.2f} s after the slow create"
+
+
 async def _task_runs_of(flow_run_id, *, expected: int, timeout: float = 30.0) -> list:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId

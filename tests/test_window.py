@@ -9,6 +9,7 @@ import pytest
 import respx
 
 from prefect_comet import CometClient, RetryPolicy
+from prefect_comet.batch.flow import _CreatesFirst
 from prefect_comet.batch.parallel_limit import AdaptiveWindow, Patience
 
 PROBE = 0.2
@@ -137,3 +138,26 @@ async def test_a_refusal_handled_by_the_hook_costs_no_retry_attempt():
 
     assert answer.body["id"] == "task_1" and route.call_count == 5
     assert seen == [2.0] * 4  # the server's Retry-After reaches the window
+
+
+async def test_a_create_held_in_the_window_holds_task_runs_back_no_longer_than_the_cap(monkeypatch):
+    monkeypatch.setattr(_CreatesFirst, "MAX_HOLD_SECONDS", 0.3)
+    creates, release = _CreatesFirst(), asyncio.Event()
+
+    async def send() -> None:
+        async with creates.sending():
+            await release.wait()
+
+    sender = asyncio.create_task(send())
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await creates.settled()
+    held = loop.time() - started
+    release.set()
+    await sender
+    started = loop.time()
+    await creates.settled()
+
+    assert 0.25 <= held < 2.0
+    assert loop.time() - started < 0.1  # nothing is being sent: no wait

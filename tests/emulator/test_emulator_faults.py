@@ -116,6 +116,14 @@ def test_slow_body_is_complete_but_slow(client: httpx.Client, emu: CometEmulator
     assert hashlib.sha256(data).hexdigest() == emu.sha256(task_id)
 
 
+def test_slow_json_answer_is_complete_but_slow(client: httpx.Client, emu: CometEmulator) -> None:
+    emu.add_fault("omni.create", "slow", delay=0.05, chunk_size=16)
+    started = time.perf_counter()
+    response = create(client)
+    assert time.perf_counter() - started >= 0.2  # a create answer is well over 5 chunks of 16 bytes
+    assert response.json()["id"] in emu.jobs
+
+
 def test_malformed_json(client: httpx.Client, emu: CometEmulator) -> None:
     emu.add_fault("omni.create", "malformed_json")
     response = create(client)

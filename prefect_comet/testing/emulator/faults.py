@@ -66,7 +66,7 @@ def applicable_kinds(route: str) -> frozenset[str]:
     if route in _BODY_ROUTES:
         kinds |= {"truncate", "slow", *HOSTILE_BODY_KINDS}
     if route in _JSON_ROUTES:
-        kinds |= {"malformed_json", *HOSTILE_JSON_KINDS, *ODD_JSON_KINDS}
+        kinds |= {"slow", "malformed_json", *HOSTILE_JSON_KINDS, *ODD_JSON_KINDS}
     if route in _STATUS_ROUTES:
         kinds.add("unknown_status")
     if route == "user.quota":  # the query service's balance: errors, drops and a broken body
